@@ -1,0 +1,1 @@
+"""Face model: BlazeFace in PyTorch, its conversion (TorchScript, ONNX, TVM) and runtime."""
