@@ -38,6 +38,7 @@ class BusConfig:
 @dataclass(frozen=True)
 class RingConfig:
     slots: int = 16
+    shm_dir: str = "/dev/shm"
 
 
 @dataclass(frozen=True)

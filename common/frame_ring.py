@@ -1,0 +1,162 @@
+"""Frames in POSIX shared memory: a ring of fixed slots with a seqlock per slot.
+
+Capture owns the ring: it creates the segment (mode 0600, space reserved at once so a
+too-small /dev/shm fails at start, not with SIGBUS later), writes frame after frame into
+slot `frame_id % slots`, and unlinks it at exit. Everyone else attaches by `mmap` of the
+/dev/shm file, which keeps Python's resource tracker out of it (before 3.13 the tracker
+unlinks segments it never owned when an attached process exits).
+
+Seqlock: a slot's sequence number is odd while the writer fills it and even when the
+frame is whole. A `Frame` message carries the even number; a reader copies the pixels and
+checks the number before and after: any change means the slot was overwritten under it,
+and the copy is thrown away (`read` returns None). The writer never waits for readers.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"FTRING01"
+_HEADER = struct.Struct("<8sIIQIII")  # magic, version, slots, slot_bytes, width, height, channels
+HEADER_BYTES = 64
+SLOT_HEADER_BYTES = 64  # seq u64, frame_id i64, t_capture f64, width u32, height u32
+ALIGN = 64
+
+
+class RingError(Exception):
+    """A ring that cannot be created or attached, worded as one line."""
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def ring_path(name: str, shm_dir: str | os.PathLike = "/dev/shm") -> Path:
+    return Path(shm_dir) / name
+
+
+class FrameRing:
+    """One mapping of the ring; use `create` (the owner) or `attach` (readers)."""
+
+    def __init__(self, path: Path, fd: int, owner: bool):
+        self.path = path
+        self.owner = owner
+        self._fd = fd
+        self._mm = None
+        size = os.fstat(fd).st_size
+        if size < HEADER_BYTES:
+            os.close(fd)
+            raise RingError(f"frame ring {path}: segment is {size} bytes, not a ring")
+        self._mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        magic, version, slots, slot_bytes, width, height, channels = _HEADER.unpack_from(self._mm, 0)
+        if magic != MAGIC or version != 1:
+            self.close()
+            raise RingError(f"frame ring {path}: not a facetrack ring (bad magic/version)")
+        if size < HEADER_BYTES + slots * slot_bytes:
+            self.close()
+            raise RingError(f"frame ring {path}: segment truncated ({size} bytes)")
+        self.slots, self.slot_bytes = slots, slot_bytes
+        self.width, self.height, self.channels = width, height, channels
+        buf = np.frombuffer(self._mm, dtype=np.uint8)
+        self._slot_views = []
+        for i in range(slots):
+            base = HEADER_BYTES + i * slot_bytes
+            head = buf[base:base + SLOT_HEADER_BYTES]
+            pixels = buf[base + SLOT_HEADER_BYTES:base + SLOT_HEADER_BYTES + width * height * channels]
+            self._slot_views.append((head[:8].view(np.uint64), head[8:16].view(np.int64),
+                                     head[16:24].view(np.float64), head[24:32].view(np.uint32), pixels))
+
+    @classmethod
+    def create(cls, name: str, width: int, height: int, slots: int, channels: int = 3,
+               shm_dir: str | os.PathLike = "/dev/shm") -> "FrameRing":
+        """Create the ring (owner). A stale segment of the same name is removed first."""
+        path = ring_path(name, shm_dir)
+        slot_bytes = _aligned(SLOT_HEADER_BYTES + width * height * channels)
+        size = HEADER_BYTES + slots * slot_bytes
+        if path.exists():
+            log.warning("frame ring %s: removing a stale segment left by an earlier run", path)
+            path.unlink()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            free = os.statvfs(path.parent)
+            free_mb = free.f_bavail * free.f_frsize / 2**20
+            raise RingError(
+                f"frame ring {path}: {path.parent} has {free_mb:.1f} MB free but the ring needs "
+                f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
+                f"ring.slots / capture size ({exc.strerror})") from None
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
+            _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels)
+        log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
+                 channels, size / 2**20)
+        return cls(path, fd, owner=True)
+
+    @classmethod
+    def attach(cls, name: str, shm_dir: str | os.PathLike = "/dev/shm") -> "FrameRing":
+        """Attach to an existing ring (reader); raises RingError if capture has not made it."""
+        path = ring_path(name, shm_dir)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise RingError(f"frame ring {path}: not found (is capture running?)") from None
+        return cls(path, fd, owner=False)
+
+    def write(self, frame_id: int, t_capture: float, image: np.ndarray) -> tuple[int, int]:
+        """Copy `image` into the next slot; returns (slot, seq) for the Frame message."""
+        h, w = image.shape[:2]
+        if w > self.width or h > self.height or (image.ndim == 3 and image.shape[2] != self.channels):
+            raise RingError(f"frame ring {self.path}: frame {w}x{h} does not fit slots of {self.width}x{self.height}")
+        slot = frame_id % self.slots
+        seq, id_view, t_view, size_view, pixels = self._slot_views[slot]
+        odd = int(seq[0]) + 1 | 1
+        seq[0] = odd  # writer in the slot: readers will see a changed number
+        pixels[:w * h * self.channels] = image.reshape(-1)
+        id_view[0], t_view[0] = frame_id, t_capture
+        size_view[0], size_view[1] = w, h
+        seq[0] = odd + 1
+        return slot, odd + 1
+
+    def read(self, slot: int, seq: int, out: np.ndarray | None = None) -> np.ndarray | None:
+        """Copy the frame of (slot, seq); None if it was overwritten before or during the copy."""
+        if not 0 <= slot < self.slots:
+            raise RingError(f"frame ring {self.path}: slot {slot} out of range 0..{self.slots - 1}")
+        seq_view, _, _, size_view, pixels = self._slot_views[slot]
+        if int(seq_view[0]) != seq:
+            return None
+        w, h = int(size_view[0]), int(size_view[1])
+        if out is None or out.shape != (h, w, self.channels):
+            out = np.empty((h, w, self.channels), np.uint8)
+        np.copyto(out.reshape(-1), pixels[:w * h * self.channels])
+        if int(seq_view[0]) != seq:
+            return None
+        return out
+
+    def close(self) -> None:
+        """Drop the mapping (views die with it), and unlink if we own the ring."""
+        if self._fd < 0:
+            return
+        self._slot_views = []
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        os.close(self._fd)
+        self._fd = -1
+        if self.owner:
+            self.path.unlink(missing_ok=True)
+            log.info("frame ring %s: unlinked", self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
