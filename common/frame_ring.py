@@ -24,7 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAGIC = b"FTRING01"
-_HEADER = struct.Struct("<8sIIQIII")  # magic, version, slots, slot_bytes, width, height, channels
+_HEADER = struct.Struct("<8sIIQIIIQ")  # magic, version, slots, slot_bytes, width, height, channels, ring_id
 HEADER_BYTES = 64
 SLOT_HEADER_BYTES = 64  # seq u64, frame_id i64, t_capture f64, width u32, height u32
 ALIGN = 64
@@ -55,14 +55,14 @@ class FrameRing:
             os.close(fd)
             raise RingError(f"frame ring {path}: segment is {size} bytes, not a ring")
         self._mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        magic, version, slots, slot_bytes, width, height, channels = _HEADER.unpack_from(self._mm, 0)
+        magic, version, slots, slot_bytes, width, height, channels, ring_id = _HEADER.unpack_from(self._mm, 0)
         if magic != MAGIC or version != 1:
             self.close()
             raise RingError(f"frame ring {path}: not a facetrack ring (bad magic/version)")
         if size < HEADER_BYTES + slots * slot_bytes:
             self.close()
             raise RingError(f"frame ring {path}: segment truncated ({size} bytes)")
-        self.slots, self.slot_bytes = slots, slot_bytes
+        self.slots, self.slot_bytes, self.ring_id = slots, slot_bytes, ring_id
         self.width, self.height, self.channels = width, height, channels
         buf = np.frombuffer(self._mm, dtype=np.uint8)
         self._slot_views = []
@@ -96,7 +96,8 @@ class FrameRing:
                 f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
                 f"ring.slots / capture size ({exc.strerror})") from None
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels)
+            ring_id = int.from_bytes(os.urandom(8), "little") >> 1  # fits msgpack's int64
+            _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id)
         log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
                  channels, size / 2**20)
         return cls(path, fd, owner=True)
@@ -160,3 +161,51 @@ class FrameRing:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RingReader:
+    """A reader's view of the stack's ring: attaches lazily, re-attaches when capture restarts.
+
+    `read(frame_msg)` returns a copy of the frame's pixels or None when the frame is gone
+    (overwritten, torn, or its ring no longer exists); `stale` counts those.
+    """
+
+    def __init__(self, name: str, shm_dir: str | os.PathLike = "/dev/shm"):
+        self.name, self.shm_dir = name, shm_dir
+        self.ring: FrameRing | None = None
+        self.stale = 0
+        self._buf: np.ndarray | None = None
+
+    def read(self, frame, copy: bool = True) -> np.ndarray | None:
+        """Pixels of `frame` (a messages.Frame). With copy=False the returned array is reused
+        by the next call: use it before reading again."""
+        if self.ring is None or self.ring.ring_id != frame.ring_id:
+            self._reattach()
+            if self.ring is None or self.ring.ring_id != frame.ring_id:
+                self.stale += 1
+                return None
+        if not 0 <= frame.slot < self.ring.slots:
+            self.stale += 1
+            return None
+        image = self.ring.read(frame.slot, frame.seq, None if copy else self._buf)
+        if image is None:
+            self.stale += 1
+        elif not copy:
+            self._buf = image
+        return image
+
+    def _reattach(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+            self._buf = None
+        try:
+            self.ring = FrameRing.attach(self.name, self.shm_dir)
+            log.info("frame ring %s: attached (ring id %x)", self.ring.path, self.ring.ring_id)
+        except RingError as exc:
+            log.warning("%s", exc)
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None

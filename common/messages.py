@@ -23,15 +23,21 @@ class MessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A new frame in the ring: published by capture for every frame."""
+    """A new frame in the ring: published by capture for every frame.
+
+    `ring_id` names the ring instance (a restarted capture makes a new one), `source_pos` is
+    the frame's index in its source (files loop; frame_id never goes back).
+    """
     TOPIC: typing.ClassVar[bytes] = b"frame"
     stack: str
     frame_id: int
     slot: int
     seq: int
+    ring_id: int
     t_capture: float
     width: int
     height: int
+    source_pos: int
     fmt: str = "bgr24"
     v: int = VERSION
 

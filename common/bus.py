@@ -1,0 +1,123 @@
+"""The message bus: one XSUB/XPUB proxy per stack, PUB/SUB sockets around it.
+
+Publishers connect to the proxy's XSUB side (`bus.publish`), subscribers to its XPUB side
+(`bus.subscribe`), so no service needs to know where another one runs and sinks can come
+and go while the stack runs. High-water marks are set small on purpose: PUB never blocks,
+so a slow subscriber loses messages (counted by the gap in frame ids) instead of slowing
+the producer or growing a queue without bound.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import zmq
+
+from common.messages import MessageError, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ipc_dir(endpoint: str) -> None:
+    """ipc:// endpoints need their directory to exist before bind/connect."""
+    if endpoint.startswith("ipc://"):
+        Path(endpoint[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def remove_stale_ipc(endpoint: str) -> None:
+    if endpoint.startswith("ipc://"):
+        Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+
+
+def run_proxy(publish: str, subscribe: str, hwm: int, ctx: zmq.Context | None = None) -> None:
+    """Bind both sides and forward until the context is terminated."""
+    ctx = ctx or zmq.Context.instance()
+    frontend = ctx.socket(zmq.XSUB)
+    backend = ctx.socket(zmq.XPUB)
+    frontend.setsockopt(zmq.RCVHWM, hwm)
+    backend.setsockopt(zmq.SNDHWM, hwm)
+    for sock, endpoint in ((frontend, publish), (backend, subscribe)):
+        ensure_ipc_dir(endpoint)
+        remove_stale_ipc(endpoint)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+    log.info("proxy up: publish %s -> subscribe %s (hwm %d)", publish, subscribe, hwm)
+    try:
+        zmq.proxy(frontend, backend)
+    except zmq.ContextTerminated:
+        pass
+    finally:
+        frontend.close(0)
+        backend.close(0)
+        for endpoint in (publish, subscribe):
+            remove_stale_ipc(endpoint)
+
+
+class Publisher:
+    """PUB socket connected to the proxy; `send` never blocks."""
+
+    def __init__(self, endpoint: str, hwm: int, ctx: zmq.Context | None = None):
+        ensure_ipc_dir(endpoint)
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def send(self, msg) -> None:
+        self.sock.send_multipart(encode(msg), copy=False)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class Subscriber:
+    """SUB socket on given topics; malformed messages are counted and logged, never raised."""
+
+    def __init__(self, endpoint: str, topics: list[bytes], hwm: int, ctx: zmq.Context | None = None):
+        ensure_ipc_dir(endpoint)
+        self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self.sock.connect(endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.malformed = 0
+
+    def recv(self, timeout_ms: int | None = None):
+        """The next valid message, or None when `timeout_ms` passes without one."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            wait = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.poller.poll(wait):
+                return None
+            msg = self._decode(self.sock.recv_multipart())
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def drain(self) -> list:
+        """Every valid message already queued, oldest first, without waiting."""
+        out = []
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            msg = self._decode(parts)
+            if msg is not None:
+                out.append(msg)
+
+    def _decode(self, parts):
+        try:
+            return decode(parts)
+        except MessageError as exc:
+            self.malformed += 1
+            log.warning("dropped malformed message #%d: %s", self.malformed, exc)
+            return None
+
+    def close(self) -> None:
+        self.sock.close(0)

@@ -1,0 +1,164 @@
+"""What every service process shares: start-up, logging, stop signals and metrics.
+
+`run_service("tracker", main)` parses `--config/--set`, loads and validates the config
+(a bad one stops the process with one line naming the key, exit code 2), logs one line per
+event with the service name, turns SIGTERM/SIGINT into a clean stop, and hands `main` a
+`ServiceContext` with the config, a publisher and a metrics reporter.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+
+from common.bus import Publisher
+from common.config import Config, ConfigError, load_config
+from common.messages import Metrics
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_INPUT = 3  # a missing source, model file or ring: a one-line error, not a traceback
+
+
+class InputError(Exception):
+    """A problem with what a service was given (source, model, ring), worded as one line."""
+
+
+def setup_logging(service: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("FACETRACK_LOG", "INFO").upper(),
+        format=f"%(asctime)s {service}[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+class StageStats:
+    """Counters and a window of processing times for one service's metrics."""
+
+    def __init__(self, window: int = 512):
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped = 0
+        self.errors = 0
+        self.times_ms: collections.deque[float] = collections.deque(maxlen=window)
+        self.extra: dict[str, float] = {}
+        self._out_times: collections.deque[float] = collections.deque(maxlen=window)
+
+    def processed(self, ms: float) -> None:
+        self.frames_out += 1
+        self.times_ms.append(ms)
+        self._out_times.append(time.monotonic())
+
+    def fps(self) -> float:
+        now = time.monotonic()
+        recent = [t for t in self._out_times if now - t <= 2.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.times_ms:
+            return 0.0, 0.0
+        arr = np.fromiter(self.times_ms, float)
+        return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+class MetricsReporter:
+    """Publishes the stage's Metrics once per period; call `tick()` from the main loop."""
+
+    def __init__(self, service: str, publisher: Publisher, stats: StageStats, period_s: float):
+        self.service = service
+        self.publisher = publisher
+        self.stats = stats
+        self.period_s = period_s
+        self.proc = psutil.Process()
+        self.proc.cpu_percent(None)
+        self._next = time.monotonic() + period_s
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.period_s
+        self.publisher.send(self.snapshot())
+
+    def snapshot(self) -> Metrics:
+        p50, p99 = self.stats.percentiles()
+        return Metrics(
+            service=self.service, pid=os.getpid(), t=time.time(),
+            frames_in=self.stats.frames_in, frames_out=self.stats.frames_out,
+            fps=self.stats.fps(), p50_ms=p50, p99_ms=p99, dropped=self.stats.dropped,
+            errors=self.stats.errors, cpu_percent=self.proc.cpu_percent(None),
+            rss_bytes=self.proc.memory_info().rss, extra=dict(self.stats.extra),
+        )
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    config: Config
+    args: argparse.Namespace
+    stop: threading.Event = field(default_factory=threading.Event)
+    stats: StageStats = field(default_factory=StageStats)
+    _publisher: Publisher | None = None
+    _metrics: MetricsReporter | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self.config.bus.publish, self.config.bus.hwm)
+        return self._publisher
+
+    @property
+    def metrics(self) -> MetricsReporter:
+        if self._metrics is None:
+            self._metrics = MetricsReporter(self.name, self.publisher, self.stats,
+                                            self.config.monitor.interval_s)
+        return self._metrics
+
+
+def run_service(name: str, main, argv: list[str] | None = None, add_args=None) -> int:
+    """Run `main(ctx)` as service `name`; returns the process exit code."""
+    setup_logging(name)
+    parser = argparse.ArgumentParser(prog=f"facetrack-{name}")
+    parser.add_argument("--config", help="stack config (default: $FACETRACK_CONFIG or configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable)")
+    if add_args:
+        add_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    ctx = ServiceContext(name=name, config=config, args=args)
+
+    def _stop(signum, _frame):
+        log.info("stopping on %s", signal.Signals(signum).name)
+        ctx.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("starting (stack %s, config %s)", config.stack.id, config.source_path)
+    try:
+        main(ctx)
+    except (InputError, ConfigError) as exc:
+        log.error("%s", exc)
+        return EXIT_INPUT if isinstance(exc, InputError) else EXIT_CONFIG
+    finally:
+        if ctx._publisher is not None:
+            ctx._publisher.close()
+    log.info("stopped")
+    return 0
