@@ -1,0 +1,35 @@
+"""`facetrack COMMAND ...`: one entry point; each command lives in the module that does it."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, description); `bench` and its kinds are listed as "bench KIND".
+COMMANDS = {
+    "build-model": ("models.build", "build the face model: TorchScript, ONNX, TVM libraries"),
+    "tune-model": ("models.tune", "MetaSchedule tuning; the database is kept in models/tuning"),
+    "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
+    "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
+    "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: facetrack COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<16} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for words in (2, 1):
+        name = " ".join(argv[:words])
+        if len(argv) >= words and name in COMMANDS:
+            module = importlib.import_module(COMMANDS[name][0])
+            return module.main(argv[words:])
+    print(usage(), file=sys.stderr)
+    return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

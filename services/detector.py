@@ -1,0 +1,92 @@
+"""The detector: BlazeFace compiled by TVM, run on the newest frame every Nth frame.
+
+It is slower than the camera, so it never queues work: after each inference it drains the
+bus and keeps only the newest frame, counting the rest as skipped. N comes from config,
+then from the tracker (`Tracks.detect_every`) when the tracker adapts it. Detections name
+the frame they were computed on; the tracker deals with their lateness.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from common.bus import Subscriber
+from common.config import ROOT
+from common.frame_ring import RingReader
+from common.messages import Detections, Frame, Tracks
+from common.service import InputError, ServiceContext, run_service
+
+log = logging.getLogger("detector")
+
+
+def load(ctx: ServiceContext):
+    """Load the compiled model; a bad model file becomes a one-line InputError."""
+    from models.runtime import ModelFileError, load_detector
+
+    cfg = ctx.config.detector
+    model_dir = Path(cfg.model_dir)
+    if not model_dir.is_absolute():
+        model_dir = ROOT / model_dir
+    try:
+        detector = load_detector(variant=cfg.variant, backend=cfg.backend, model_dir=model_dir,
+                                 score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou,
+                                 num_threads=cfg.threads)
+    except ModelFileError as exc:
+        raise InputError(str(exc)) from None
+    log.info("model loaded: blazeface-%s on %s, every %d frames", cfg.variant, cfg.backend, cfg.every_n)
+    return detector
+
+
+def serve(ctx: ServiceContext) -> None:
+    detector = load(ctx)
+    cfg = ctx.config
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
+    reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
+    stats = ctx.stats
+    every_n = cfg.detector.every_n
+    last_detected = None
+    skipped = 0
+    try:
+        while not ctx.stop.is_set():
+            ctx.metrics.tick()
+            first = sub.recv(timeout_ms=200)
+            if first is None:
+                continue
+            newest = None
+            for msg in [first, *sub.drain()]:
+                if isinstance(msg, Tracks):
+                    every_n = msg.detect_every
+                elif isinstance(msg, Frame):
+                    stats.frames_in += 1
+                    if newest is not None:
+                        skipped += 1
+                    newest = msg
+            stats.errors = sub.malformed
+            if newest is None or (last_detected is not None and newest.frame_id - last_detected < every_n):
+                continue
+            image = reader.read(newest, copy=False)
+            if image is None:
+                stats.dropped += 1
+                continue
+            t_in = time.time()
+            found = detector.detect(image)
+            t_out = time.time()
+            last_detected = newest.frame_id
+            ctx.publisher.send(Detections(
+                frame_id=newest.frame_id, t_capture=newest.t_capture, t_in=t_in, t_out=t_out,
+                boxes=found.boxes, scores=found.scores, keypoints=found.keypoints))
+            stats.processed((t_out - t_in) * 1000)
+            stats.extra.update(skipped=skipped, every_n=every_n, stale_frames=reader.stale)
+    finally:
+        sub.close()
+        reader.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service("detector", serve, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

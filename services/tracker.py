@@ -1,0 +1,85 @@
+"""The tracker: a correlation tracker per face on every frame, IDs from detections.
+
+It keeps up with the camera: frames it could not get to are skipped (counted), never
+queued. Detections arrive late, for an older frame; `TrackManager` matches them against
+the boxes the tracks had on that frame and carries the correction forward. Every processed
+frame's tracks are published, with the detection interval the tracker wants next.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import numpy as np
+
+from common.bus import Subscriber
+from common.frame_ring import RingReader
+from common.messages import Detections, Frame, Tracks
+from common.service import ServiceContext, run_service
+from common.tracking import FrameDetections, TrackManager
+
+log = logging.getLogger("tracker")
+
+
+def to_frame_detections(msg: Detections) -> FrameDetections:
+    boxes = np.asarray(msg.boxes, np.float32).reshape(-1, 4)
+    return FrameDetections(frame_id=msg.frame_id, boxes=boxes, scores=np.asarray(msg.scores, np.float32))
+
+
+def serve(ctx: ServiceContext) -> None:
+    cfg = ctx.config
+    manager = TrackManager(cfg.tracker)
+    fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
+    reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
+    stats = ctx.stats
+    pending: Detections | None = None
+    try:
+        while not ctx.stop.is_set():
+            ctx.metrics.tick()
+            first = sub.recv(timeout_ms=200)
+            if first is None:
+                continue
+            newest = None
+            for msg in [first, *sub.drain()]:
+                if isinstance(msg, Detections):
+                    if pending is not None and pending.frame_id < msg.frame_id:
+                        stats.extra["detections_superseded"] = stats.extra.get("detections_superseded", 0) + 1
+                    if pending is None or pending.frame_id < msg.frame_id:
+                        pending = msg
+                elif isinstance(msg, Frame):
+                    stats.frames_in += 1
+                    if newest is not None:
+                        stats.dropped += 1
+                    newest = msg
+            stats.errors = sub.malformed
+            if newest is None:
+                continue
+            image = reader.read(newest, copy=False)
+            if image is None:
+                stats.dropped += 1
+                continue
+            t0 = time.perf_counter()
+            detections = None
+            if pending is not None and pending.frame_id <= newest.frame_id:
+                detections, pending = to_frame_detections(pending), None
+            tracks = manager.step(newest.frame_id, image, detections)
+            ctx.publisher.send(Tracks(
+                frame_id=newest.frame_id, t_capture=newest.t_capture, t_tracked=time.time(),
+                tracks=tracks, detect_every=fixed_interval or manager.detect_interval,
+                detected=detections is not None))
+            stats.processed((time.perf_counter() - t0) * 1000)
+            stats.extra.update(manager.counters)
+            stats.extra["tracks"] = len(tracks)
+    finally:
+        sub.close()
+        reader.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service("tracker", serve, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
