@@ -142,6 +142,11 @@ class FrameRing:
             return None
         return out
 
+    def peek(self, slot: int) -> tuple[int, int]:
+        """(seq, frame_id) of a slot as it is now; seq is odd while the writer is in it."""
+        seq_view, id_view, _, _, _ = self._slot_views[slot]
+        return int(seq_view[0]), int(id_view[0])
+
     def close(self) -> None:
         """Drop the mapping (views die with it), and unlink if we own the ring."""
         if self._fd < 0:

@@ -1,0 +1,68 @@
+"""Bus messages: round trip, version mismatch and malformed bodies."""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from common.messages import VERSION, Detections, Frame, Metrics, MessageError, Track, Tracks, decode, encode
+
+EXAMPLES = [
+    Frame(stack="demo", frame_id=12, slot=3, seq=8, ring_id=2**62, t_capture=1.5, width=640, height=480,
+          source_pos=12),
+    Detections(frame_id=12, t_capture=1.5, t_in=1.6, t_out=1.62, boxes=np.array([[1, 2, 30, 40.5]]),
+               scores=np.array([0.9], np.float32), keypoints=np.zeros((1, 6, 2))),
+    Tracks(frame_id=13, t_capture=1.53, t_tracked=1.7,
+           tracks=[Track(id=4, box=[1.0, 2.0, 3.0, 4.0], score=0.8, state="confirmed", age=3)],
+           detect_every=3, detected=True),
+    Metrics(service="tracker", pid=42, t=1.0, frames_in=10, frames_out=9, fps=29.9, p50_ms=4.0,
+            p99_ms=9.0, dropped=1, errors=0, cpu_percent=12.5, rss_bytes=10**8, extra={"reinits": 2}),
+]
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg):
+    topic, body = encode(msg)
+    assert topic == type(msg).TOPIC
+    back = decode([topic, body])
+    assert type(back) is type(msg)
+    assert encode(back) == [topic, body]
+
+
+def test_numpy_values_become_plain_lists():
+    back = decode(encode(EXAMPLES[1]))
+    assert back.boxes == [[1.0, 2.0, 30.0, 40.5]]
+    assert back.keypoints[0][5] == [0.0, 0.0]
+
+
+def _body(msg, **changes):
+    data = msgpack.unpackb(encode(msg)[1])
+    data.update(changes)
+    return msgpack.packb(data)
+
+
+def test_version_mismatch_is_refused():
+    with pytest.raises(MessageError, match=f"version 2 not supported \\(expected {VERSION}\\)"):
+        decode([b"frame", _body(EXAMPLES[0], v=2)])
+
+
+@pytest.mark.parametrize("parts, match", [
+    ([b"frame", b"\xc1\xc1"], "not msgpack"),
+    ([b"frame", _body(EXAMPLES[0], frame_id="12")], "Frame.frame_id: expected int"),
+    ([b"frame", _body(EXAMPLES[0], extra=1)], "unknown fields"),
+    ([b"tracks", _body(EXAMPLES[2], tracks=[{"id": 1}])], "Track: missing field 'box'"),
+    ([b"detections", _body(EXAMPLES[1], boxes=[[1, 2, "x", 4]])], "Detections.boxes"),
+    ([b"metrics", _body(EXAMPLES[3], extra={"a": "b"})], "Metrics.extra"),
+    ([b"nope", b""], "unknown topic"),
+    ([b"frame"], "expected 2 message parts"),
+    ([b"frame", msgpack.packb([1, 2])], "body is not a map"),
+])
+def test_malformed_messages_raise_one_line(parts, match):
+    with pytest.raises(MessageError, match=match) as err:
+        decode(parts)
+    assert "\n" not in str(err.value)
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(MessageError):
+        decode([b"frame", _body(EXAMPLES[0], frame_id=True)])
