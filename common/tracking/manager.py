@@ -1,0 +1,221 @@
+"""TrackManager: correlation trackers between detections, detections correcting them.
+
+Late detections. The detector is slower than the camera, so a detection names the frame it
+was computed on (k) and reaches us at a later frame (t). Each track keeps its box for the last
+`cfg.history` frames; the detection is matched against the boxes the tracks had AT frame k
+(matching it against the current boxes would compare positions d frames apart and break on
+any motion). A matched correction is then carried forward: the detection box is moved by the
+track's own motion from k to t (centre shift, and scale ratio for trackers that scale), and a
+tracker that needs it is re-initialised there on the current image. The alternative, keeping
+old frames and re-tracking from k to t, costs d tracker updates and a frame buffer per face.
+A new face has no motion of its own yet: it starts at its detection box as is, and probation
+(`min_hits`) keeps a badly placed newcomer from being published before a second detection.
+
+Track life: tentative until `min_hits` detections matched it (never published; dropped at
+its first unmatched detection), then confirmed. A tracker that reports failure freezes its
+box and the track is "lost" until a detection matches it again. A track is ended after
+`max_lost` frames without a matched detection; within that buffer a returning face keeps
+its ID. Drift: at each detection, a matched track whose box at frame k overlaps its detection
+by less than `drift_iou` is re-initialised from the detection.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import TrackerConfig
+from common.messages import Detections, Track
+
+from .association import associate, iou_matrix
+from .interval import DetectInterval
+from .trackers import create_tracker
+
+log = logging.getLogger(__name__)
+
+TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDetections:
+    """Faces found on frame `frame_id`: boxes (N, 4) xyxy pixels, scores (N,)."""
+    frame_id: int
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def from_message(cls, msg: Detections) -> "FrameDetections":
+        return cls(msg.frame_id, np.asarray(msg.boxes, dtype=np.float64).reshape(-1, 4),
+                   np.asarray(msg.scores, dtype=np.float64).reshape(-1))
+
+
+def carry_forward(det_box: np.ndarray, then: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """`det_box` (seen at the frame where the track was at `then`) moved as the track moved to `now`."""
+    size_then = np.maximum(then[2:] - then[:2], 1e-6)
+    scale = (now[2:] - now[:2]) / size_then
+    centre = (det_box[:2] + det_box[2:]) / 2 + ((now[:2] + now[2:]) - (then[:2] + then[2:])) / 2
+    half = (det_box[2:] - det_box[:2]) * scale / 2
+    return np.concatenate((centre - half, centre + half))
+
+
+class _Track:
+    __slots__ = ("id", "tracker", "box", "score", "hits", "since_match", "state", "born", "history")
+
+    def __init__(self, track_id: int, tracker, box: np.ndarray, score: float, frame_id: int, history: int):
+        self.id, self.tracker, self.box, self.score = track_id, tracker, box, score
+        self.hits, self.since_match, self.state, self.born = 1, 0, TENTATIVE, frame_id
+        self.history: collections.deque = collections.deque(maxlen=history)
+
+    def box_at(self, frame_id: int) -> np.ndarray:
+        """The box this track had at `frame_id` (the latest recorded at or before it)."""
+        for fid, box in reversed(self.history):
+            if fid <= frame_id:
+                return box
+        return self.history[0][1]
+
+    def record(self, frame_id: int) -> None:
+        if self.history and self.history[-1][0] == frame_id:
+            self.history[-1] = (frame_id, self.box)
+        else:
+            self.history.append((frame_id, self.box))
+
+
+class TrackManager:
+    """Faces with stable IDs from sparse, possibly late detections and per-frame trackers.
+
+    Call `step()` once per frame, in frame order, with the detections that arrived since the
+    last call (or None). Ask `detect_interval` how often the detector should run.
+    """
+
+    def __init__(self, cfg: TrackerConfig):
+        create_tracker(cfg.kind)  # fail at start on an unknown kind
+        self.cfg = cfg
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._frame_id: int | None = None
+        self._last_det_frame = -1
+        self._pending: list[FrameDetections] = []
+        self._failures_since_det = 0
+        self._interval = DetectInterval(cfg.interval_min, cfg.interval_max, cfg.adaptive)
+        self.counters: dict[str, int] = dict.fromkeys((
+            "frames", "detections_applied", "detections_stale", "late_frames", "reinits", "recoveries",
+            "failures", "tracks_started", "tracks_confirmed", "tracks_ended"), 0)
+
+    @property
+    def detect_interval(self) -> int:
+        """Frames between detector runs that the tracker wants now."""
+        return self._interval.value
+
+    def step(self, frame_id: int, image: np.ndarray, detections: FrameDetections | None) -> list[Track]:
+        """Advance to `frame_id` (BGR uint8 `image`); apply `detections` (of this or an earlier
+        frame; one of a later frame is kept until that frame). Returns published tracks."""
+        if self._frame_id is not None and frame_id <= self._frame_id:
+            raise ValueError(f"frame {frame_id} is not after frame {self._frame_id}")
+        self._frame_id = frame_id
+        self.counters["frames"] += 1
+        for tr in self._tracks:
+            self._advance(tr, image, frame_id)
+        if detections is not None:
+            self._pending.append(detections)
+        due = [d for d in self._pending if d.frame_id <= frame_id]
+        if due:
+            self._pending = [d for d in self._pending if d.frame_id > frame_id]
+            for det in sorted(due, key=lambda d: d.frame_id):
+                self._apply(det, image, frame_id)
+        self._end_stale()
+        return [Track(tr.id, tr.box.tolist(), tr.score, tr.state, frame_id - tr.born)
+                for tr in self._tracks if tr.state != TENTATIVE]
+
+    def _advance(self, tr: _Track, image: np.ndarray, frame_id: int) -> None:
+        """One tracker update; failure freezes the box and marks the track lost."""
+        tr.since_match += 1
+        if tr.tracker is not None and tr.state != LOST:
+            box = tr.tracker.update(image)
+            if box is None:
+                tr.state = LOST if tr.state == CONFIRMED else tr.state
+                tr.tracker = None
+                self.counters["failures"] += 1
+                self._failures_since_det += 1
+            else:
+                tr.box = box
+        tr.record(frame_id)
+
+    def _apply(self, det: FrameDetections, image: np.ndarray, frame_id: int) -> None:
+        k = det.frame_id
+        if k <= self._last_det_frame or frame_id - k >= self.cfg.history:
+            log.debug("dropping detections of frame %d at frame %d (stale)", k, frame_id)
+            self.counters["detections_stale"] += 1
+            return
+        self._last_det_frame = k
+        self.counters["detections_applied"] += 1
+        self.counters["late_frames"] += frame_id - k
+        boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+        then = [tr.box_at(k) for tr in self._tracks]
+        matches, lone_tracks, new_dets = associate(np.array(then).reshape(-1, 4), boxes, self.cfg.match_iou)
+        unstable = bool(new_dets) or self._failures_since_det > 0
+        self._failures_since_det = 0
+        for ti, di in matches:
+            tr = self._tracks[ti]
+            unstable |= self._correct(tr, boxes[di], then[ti], float(det.scores[di]), image, frame_id)
+        for ti in lone_tracks:
+            tr = self._tracks[ti]
+            if tr.state == TENTATIVE:
+                tr.since_match = self.cfg.max_lost + 1  # probation failed: ended below
+                continue
+            unstable = True
+            if self.cfg.kind == "none":
+                tr.state = LOST
+        for di in new_dets:
+            self._start(boxes[di], float(det.scores[di]), k, image, frame_id)
+        self._interval.update(unstable)
+
+    def _correct(self, tr: _Track, det_box: np.ndarray, then: np.ndarray, score: float,
+                 image: np.ndarray, frame_id: int) -> bool:
+        """Apply a matched detection to a track; True if that took a re-initialisation."""
+        tr.hits += 1
+        tr.since_match = 0
+        tr.score = score
+        if tr.state == TENTATIVE and tr.hits >= self.cfg.min_hits:
+            tr.state = CONFIRMED
+            self.counters["tracks_confirmed"] += 1
+        if self.cfg.kind == "none":
+            tr.box = det_box.copy()
+            tr.state = CONFIRMED if tr.state == LOST else tr.state
+            tr.record(frame_id)
+            return False
+        recovering = tr.tracker is None
+        if not recovering and float(iou_matrix(then, det_box)[0, 0]) >= self.cfg.drift_iou:
+            return False
+        self.counters["recoveries" if recovering else "reinits"] += 1
+        tr.state = CONFIRMED if tr.state == LOST else tr.state
+        tr.box = carry_forward(det_box, then, tr.box)  # a frozen (failed) track has then == box
+        tr.tracker = create_tracker(self.cfg.kind)
+        if not tr.tracker.init(image, tr.box):
+            tr.tracker = None
+            tr.state = LOST if tr.state == CONFIRMED else tr.state
+        tr.record(frame_id)
+        return True
+
+    def _start(self, box: np.ndarray, score: float, det_frame: int, image: np.ndarray, frame_id: int) -> None:
+        tracker = create_tracker(self.cfg.kind)
+        if tracker is not None and not tracker.init(image, box):
+            return
+        tr = _Track(self._next_id, tracker, box.copy(), score, frame_id, self.cfg.history)
+        self._next_id += 1
+        tr.history.append((det_frame, tr.box))
+        tr.record(frame_id)
+        if tr.hits >= self.cfg.min_hits:
+            tr.state = CONFIRMED
+            self.counters["tracks_confirmed"] += 1
+        self._tracks.append(tr)
+        self.counters["tracks_started"] += 1
+
+    def _end_stale(self) -> None:
+        keep = [tr for tr in self._tracks if tr.since_match <= self.cfg.max_lost]
+        ended = len(self._tracks) - len(keep)
+        if ended:
+            self.counters["tracks_ended"] += ended
+            self._tracks = keep

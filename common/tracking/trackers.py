@@ -1,0 +1,73 @@
+"""Correlation trackers by name: the one place that knows OpenCV's tracker constructors.
+
+KCF and CSRT live in OpenCV's contrib main namespace, MOSSE only in `cv2.legacy`; their
+`init` return values differ (None vs bool). `BoxTracker` hides that behind xyxy float boxes,
+and clips boxes to the image because OpenCV's trackers misbehave on boxes outside it.
+"""
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KINDS = ("kcf", "csrt", "mosse", "none")
+_FACTORIES = {
+    "kcf": lambda: cv2.TrackerKCF_create(),
+    "csrt": lambda: cv2.TrackerCSRT_create(),
+    "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
+}
+MIN_SIDE = 4  # px: smaller boxes cannot hold a correlation filter
+
+
+def _clip_xywh(box: np.ndarray, shape: tuple) -> tuple[int, int, int, int] | None:
+    """xyxy float → integer xywh inside the image, or None when too little of it is inside."""
+    h, w = shape[:2]
+    x1, y1 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
+    if x2 - x1 < MIN_SIDE or y2 - y1 < MIN_SIDE:
+        return None
+    return x1, y1, x2 - x1, y2 - y1
+
+
+class BoxTracker:
+    """One OpenCV correlation tracker following one box."""
+
+    __slots__ = ("kind", "_impl")
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._impl = None
+
+    def init(self, image: np.ndarray, box: np.ndarray) -> bool:
+        """(Re)start on `box` of `image`; False if the box is (mostly) outside the image."""
+        rect = _clip_xywh(box, image.shape)
+        if rect is None:
+            return False
+        self._impl = _FACTORIES[self.kind]()  # a fresh filter: OpenCV trackers cannot be re-initialised reliably
+        try:
+            ok = self._impl.init(image, rect)
+        except cv2.error as exc:
+            log.debug("%s init failed on %s: %s", self.kind, rect, exc)
+            return False
+        return ok is None or bool(ok)
+
+    def update(self, image: np.ndarray) -> np.ndarray | None:
+        """The box on this image, or None when the tracker reports failure or leaves the image."""
+        ok, (x, y, w, h) = self._impl.update(image)
+        if not ok or w < MIN_SIDE or h < MIN_SIDE:
+            return None
+        box = np.array((x, y, x + w, y + h), dtype=np.float64)
+        ih, iw = image.shape[:2]
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= iw or box[1] >= ih:
+            return None
+        return box
+
+
+def create_tracker(kind: str) -> BoxTracker | None:
+    """A tracker of `kind` (kcf | csrt | mosse), or None for "none" (detector every frame)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tracker kind {kind!r} (known: {', '.join(KINDS)})")
+    return None if kind == "none" else BoxTracker(kind)
