@@ -1,6 +1,7 @@
 """Shared fixtures: a real XSUB/XPUB proxy on ipc sockets in a temporary run directory."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -21,3 +22,11 @@ def proxy(tmp_path):
     yield publish, subscribe
     ctx.term()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,127 @@
+"""`facetrack bench pipeline`: the whole stack under supervisord, measured from outside.
+
+Runs the shipped stack on the demo clip (640x480 by default) in a run directory of its own,
+with the recorder sink attached, and prints one JSON object: fps per stage (from each
+stage's metrics), capture→sink latency p50/p99 matched by frame id (from the recorder's
+per-frame t_capture and t_sink), frames dropped on the way, and CPU % / RSS per process
+(psutil over the measured window).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from common.bus import Subscriber
+from common.messages import Frame, Metrics, Tracks
+from facetrack.stack import Stack
+
+log = logging.getLogger("bench.pipeline")
+STAGES = ("broker", "capture", "detector", "tracker", "sink", "sink-recorder")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p99_ms": None}
+    arr = np.asarray(values) * 1000
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 2), "p99_ms": round(float(np.percentile(arr, 99)), 2)}
+
+
+def _recorded(run_dir: Path) -> list[dict]:
+    rows = []
+    for path in run_dir.glob("records/**/tracks.jsonl"):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def measure(args: argparse.Namespace, run_dir: Path) -> dict:
+    overrides = {
+        "stack": {"id": f"bench{os.getpid()}"},
+        "capture": {"source": args.source, "width": args.width, "height": args.height, "loop": True},
+        "sink": {"http_port": _free_port()},
+        "tracker": {"kind": args.tracker},
+    }
+    with Stack(run_dir, overrides, autostart={"sink-recorder": True}) as stack:
+        stack.start(wait_for=STAGES)
+        sub = Subscriber(stack.config.bus.subscribe, [Metrics.TOPIC, Frame.TOPIC, Tracks.TOPIC], hwm=10000)
+        log.info("stack up; warming up %.0f s", args.warmup)
+        time.sleep(args.warmup)
+        pids = {name: pid for name, (state, pid) in stack.status().items() if pid}
+        procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        for p in procs.values():
+            p.cpu_percent(None)
+        sub.drain()
+        start_wall = time.time()
+        frames, tracked, metrics = set(), set(), {}
+        deadline = time.monotonic() + args.seconds
+        next_log = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            msg = sub.recv(timeout_ms=200)
+            if isinstance(msg, Frame):
+                frames.add(msg.frame_id)
+            elif isinstance(msg, Tracks):
+                tracked.add(msg.frame_id)
+            elif isinstance(msg, Metrics):
+                metrics[msg.service] = msg
+            if time.monotonic() >= next_log:
+                next_log += 5
+                log.info("%.0f s left: %d frames captured, %d tracked", deadline - time.monotonic(),
+                         len(frames), len(tracked))
+        cpu = {name: round(p.cpu_percent(None), 1) for name, p in procs.items()}
+        rss = {name: p.memory_info().rss for name, p in procs.items()}
+        end_wall = time.time()
+        sub.close()
+    rows = [r for r in _recorded(run_dir) if start_wall <= r["t_capture"] <= end_wall]
+    latency = [r["t_sink"] - r["t_capture"] for r in rows]
+    at_tracker = [r["t_tracked"] - r["t_capture"] for r in rows]
+    captured = len(frames)
+    return {
+        "source": args.source, "frame": [args.height, args.width], "seconds": args.seconds,
+        "tracker": args.tracker, "cpu_count": os.cpu_count(),
+        "fps": {name: round(m.fps, 2) for name, m in sorted(metrics.items())},
+        "stage_ms": {name: {"p50": round(m.p50_ms, 2), "p99": round(m.p99_ms, 2)} for name, m in sorted(metrics.items())},
+        "latency_capture_to_sink": _percentiles(latency),
+        "latency_capture_to_tracker": _percentiles(at_tracker),
+        "frames": {"captured": captured, "tracked": len(tracked & frames), "recorded": len(rows),
+                   "dropped_before_tracker": captured - len(tracked & frames),
+                   "dropped_before_sink": captured - len(rows)},
+        "stage_dropped": {name: m.dropped for name, m in sorted(metrics.items())},
+        "detector_calls": metrics["detector"].frames_out if "detector" in metrics else 0,
+        "cpu_percent": cpu,
+        "rss_mb": {name: round(v / 2**20, 1) for name, v in rss.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facetrack bench pipeline", description=__doc__)
+    parser.add_argument("--source", default="demo://")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--tracker", default="kcf", choices=["kcf", "csrt", "mosse", "none"])
+    parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.run_dir:
+        result = measure(args, args.run_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
+            result = measure(args, Path(tmp))
+    print(json.dumps(result))
+    return 0
