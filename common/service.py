@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
+from common.board import read_health
 from common.bus import Publisher
 from common.config import Config, ConfigError, load_config
 from common.messages import Metrics
@@ -100,7 +101,7 @@ class MetricsReporter:
             frames_in=self.stats.frames_in, frames_out=self.stats.frames_out,
             fps=self.stats.fps(), p50_ms=p50, p99_ms=p99, dropped=self.stats.dropped,
             errors=self.stats.errors, cpu_percent=self.proc.cpu_percent(None),
-            rss_bytes=self.proc.memory_info().rss, extra=dict(self.stats.extra),
+            rss_bytes=self.proc.memory_info().rss, extra={**self.stats.extra, **read_health()},
         )
 
 

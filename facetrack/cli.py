@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "build-model": ("models.build", "build the face model: TorchScript, ONNX, TVM libraries"),
     "tune-model": ("models.tune", "MetaSchedule tuning; the database is kept in models/tuning"),
+    "monitor": ("facetrack.monitor", "live table of every stage's metrics (--json for scripts)"),
     "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
     "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
     "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),

@@ -1,0 +1,70 @@
+"""`facetrack monitor`: every stage's metrics, live, from the bus.
+
+A refreshing table for people, `--json` (one metrics message per line) for scripts. A stage
+whose metrics stop for three periods is shown as SILENT: a hung or dead process is seen
+even when supervisord still calls it RUNNING.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from common.bus import Subscriber
+from common.config import ConfigError, load_config
+from common.messages import Metrics
+
+COLUMNS = ("service", "pid", "fps", "p50_ms", "p99_ms", "in", "out", "dropped", "errors", "cpu%", "rss_mb", "state")
+
+
+def row(m: Metrics, now: float, silent_after: float) -> list[str]:
+    state = "SILENT" if now - m.t > silent_after else "ok"
+    return [m.service, str(m.pid), f"{m.fps:.1f}", f"{m.p50_ms:.1f}", f"{m.p99_ms:.1f}", str(m.frames_in),
+            str(m.frames_out), str(m.dropped), str(m.errors), f"{m.cpu_percent:.0f}",
+            f"{m.rss_bytes / 2**20:.0f}", state]
+
+
+def render(latest: dict[str, Metrics], silent_after: float) -> str:
+    now = time.time()
+    rows = [list(COLUMNS)] + [row(m, now, silent_after) for _, m in sorted(latest.items())]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    health = {k: v for m in latest.values() for k, v in m.extra.items() if k in ("temp_c", "throttled")}
+    lines.append("board: " + (", ".join(f"{k}={v:g}" for k, v in health.items()) or "no thermal or throttle data exposed"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facetrack monitor", description=__doc__)
+    parser.add_argument("--config")
+    parser.add_argument("--json", action="store_true", help="one JSON object per metrics message")
+    parser.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"facetrack monitor: {exc}", file=sys.stderr)
+        return 2
+    sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=1000)
+    silent_after = 3 * cfg.monitor.interval_s
+    latest: dict[str, Metrics] = {}
+    end = time.monotonic() + args.seconds if args.seconds else None
+    next_draw = 0.0
+    try:
+        while end is None or time.monotonic() < end:
+            msg = sub.recv(timeout_ms=250)
+            if msg is not None:
+                latest[msg.service] = msg
+                if args.json:
+                    print(json.dumps(dataclasses.asdict(msg)), flush=True)
+            if not args.json and time.monotonic() >= next_draw:
+                next_draw = time.monotonic() + cfg.monitor.interval_s
+                sys.stdout.write("\x1b[H\x1b[2J" + render(latest, silent_after) + "\n")
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+    return 0
