@@ -52,12 +52,13 @@ class FrameDetections:
                    np.asarray(msg.scores, dtype=np.float64).reshape(-1))
 
 
-def carry_forward(det_box: np.ndarray, then: np.ndarray, now: np.ndarray) -> np.ndarray:
-    """`det_box` (seen at the frame where the track was at `then`) moved as the track moved to `now`."""
-    size_then = np.maximum(then[2:] - then[:2], 1e-6)
-    scale = (now[2:] - now[:2]) / size_then
-    centre = (det_box[:2] + det_box[2:]) / 2 + ((now[:2] + now[2:]) - (then[:2] + then[2:])) / 2
-    half = (det_box[2:] - det_box[:2]) * scale / 2
+def carry_forward(box: np.ndarray, then: np.ndarray, det_box: np.ndarray) -> np.ndarray:
+    """`box` corrected by what a detection said about an earlier frame: the track was at
+    `then` where the detector saw `det_box`; move the centre by that error and scale the
+    size by that ratio. Applied to the current box, this is the detection carried forward
+    by the track's own motion since then."""
+    centre = (box[:2] + box[2:]) / 2 + ((det_box[:2] + det_box[2:]) - (then[:2] + then[2:])) / 2
+    half = (box[2:] - box[:2]) * (det_box[2:] - det_box[:2]) / np.maximum(then[2:] - then[:2], 1e-6) / 2
     return np.concatenate((centre - half, centre + half))
 
 
@@ -81,6 +82,17 @@ class _Track:
             self.history[-1] = (frame_id, self.box)
         else:
             self.history.append((frame_id, self.box))
+
+    def correct(self, frame_id: int, then: np.ndarray, det_box: np.ndarray) -> None:
+        """Apply a detection of `frame_id` to the box and to the history from that frame on,
+        so that a later detection (already in flight) is compared with corrected boxes
+        and the same error is not corrected twice."""
+        for i in range(len(self.history) - 1, -1, -1):
+            fid, box = self.history[i]
+            if fid < frame_id:
+                break
+            self.history[i] = (fid, carry_forward(box, then, det_box))
+        self.box = self.history[-1][1]
 
 
 class TrackManager:
@@ -159,7 +171,7 @@ class TrackManager:
         self._failures_since_det = 0
         for ti, di in matches:
             tr = self._tracks[ti]
-            unstable |= self._correct(tr, boxes[di], then[ti], float(det.scores[di]), image, frame_id)
+            unstable |= self._correct(tr, k, boxes[di], then[ti], float(det.scores[di]), image, frame_id)
         for ti in lone_tracks:
             tr = self._tracks[ti]
             if tr.state == TENTATIVE:
@@ -172,7 +184,7 @@ class TrackManager:
             self._start(boxes[di], float(det.scores[di]), k, image, frame_id)
         self._interval.update(unstable)
 
-    def _correct(self, tr: _Track, det_box: np.ndarray, then: np.ndarray, score: float,
+    def _correct(self, tr: _Track, k: int, det_box: np.ndarray, then: np.ndarray, score: float,
                  image: np.ndarray, frame_id: int) -> bool:
         """Apply a matched detection to a track; True if that took a re-initialisation."""
         tr.hits += 1
@@ -181,22 +193,20 @@ class TrackManager:
         if tr.state == TENTATIVE and tr.hits >= self.cfg.min_hits:
             tr.state = CONFIRMED
             self.counters["tracks_confirmed"] += 1
-        if self.cfg.kind == "none":
-            tr.box = det_box.copy()
+        if self.cfg.kind == "none":  # no tracker: the box is the detection, carried as far as we know
+            tr.correct(k, then, det_box)
             tr.state = CONFIRMED if tr.state == LOST else tr.state
-            tr.record(frame_id)
             return False
         recovering = tr.tracker is None
         if not recovering and float(iou_matrix(then, det_box)[0, 0]) >= self.cfg.drift_iou:
             return False
         self.counters["recoveries" if recovering else "reinits"] += 1
         tr.state = CONFIRMED if tr.state == LOST else tr.state
-        tr.box = carry_forward(det_box, then, tr.box)  # a frozen (failed) track has then == box
+        tr.correct(k, then, det_box)
         tr.tracker = create_tracker(self.cfg.kind)
         if not tr.tracker.init(image, tr.box):
             tr.tracker = None
             tr.state = LOST if tr.state == CONFIRMED else tr.state
-        tr.record(frame_id)
         return True
 
     def _start(self, box: np.ndarray, score: float, det_frame: int, image: np.ndarray, frame_id: int) -> None:

@@ -49,6 +49,10 @@ class BoxTracker:
         self._impl = _FACTORIES[self.kind]()  # a fresh filter: OpenCV trackers cannot be re-initialised reliably
         try:
             ok = self._impl.init(image, rect)
+            if self.kind == "kcf":
+                # OpenCV's KCF only learns on its first update and reports the init box
+                # there, which costs one frame of motion after every (re-)init: learn now.
+                self._impl.update(image)
         except cv2.error as exc:
             log.debug("%s init failed on %s: %s", self.kind, rect, exc)
             return False
