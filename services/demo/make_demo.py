@@ -104,8 +104,9 @@ def camera(t: float) -> tuple[float, float, float, float]:
     cx, cy = _smooth(c0[0], c1[0], u), _smooth(c0[1], c1[1], u)
     zoom = math.exp(_smooth(math.log(z0), math.log(z1), u))  # zoom changes evenly in scale
     roll = _smooth(r0, r1, u)
-    cx += 2.0 * math.sin(2 * math.pi * 1.3 * t) / zoom
-    cy += 1.5 * math.sin(2 * math.pi * 0.9 * t + 1.0) / zoom
+    # Whole cycles per clip (18 and 13), so the shake too joins up when the clip loops.
+    cx += 2.0 * math.sin(2 * math.pi * 18 * t / SECONDS) / zoom
+    cy += 1.5 * math.sin(2 * math.pi * 13 * t / SECONDS + 1.0) / zoom
     return cx, cy, zoom, roll
 
 
