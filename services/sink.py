@@ -1,0 +1,149 @@
+"""A sink process: frames with their tracks, handed to one sink kind (live view, recorder).
+
+  python -m services.sink [--kind live|recorder] [--port N] [--out DIR] [--config F] [--set K=V]
+
+It subscribes to `frame` and `tracks`, pairs them by frame id (services/sinks/pairing.py),
+reads the pixels from the ring when the kind needs them, and hands each pair to the kind.
+Every tracks frame id is either processed or counted as dropped (a gap in the ids, a frame
+that never came or was overwritten in the ring, or skipped by a viewer that fell behind);
+the latency of a processed frame is now - t_capture (both wall-clock `time.time()`).
+Several sinks can run at once: each is its own subscriber.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+
+from common.bus import Subscriber
+from common.config import ConfigError, load_config
+from common.frame_ring import RingReader
+from common.messages import Frame, Tracks
+from common.service import InputError, ServiceContext, run_service
+from services.sinks.live_view import LiveView
+from services.sinks.pairing import FramePairer, Paired
+from services.sinks.recorder import Recorder, session_dir
+
+log = logging.getLogger("sink")
+
+KINDS = ("live", "recorder")
+MIN_PAIRING = 64  # frames kept waiting for tracks; the ring's slot count if larger
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", choices=KINDS, help="sink kind (default: sink.kind of the config)")
+    parser.add_argument("--port", type=int, help="live: HTTP port (default: sink.http_port; 0 = any free)")
+    parser.add_argument("--out", help="recorder: write into exactly this directory")
+
+
+def make_sink(kind: str, ctx: ServiceContext):
+    cfg, args = ctx.config, ctx.args
+    if kind == "live":
+        port = cfg.sink.http_port if args.port is None else args.port
+        return LiveView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id)
+    directory = Path(args.out) if args.out else session_dir(cfg.sink.record_dir, cfg.stack.id)
+    return Recorder(directory)
+
+
+class SinkLoop:
+    """Pairs and dispatches one batch of bus messages at a time; keeps the counters."""
+
+    def __init__(self, ctx: ServiceContext, sink, reader: RingReader | None):
+        self.ctx, self.sink, self.reader = ctx, sink, reader
+        self.pairer = FramePairer(max(MIN_PAIRING, ctx.config.ring.slots))
+        self.stale = 0
+        self.failed = 0
+
+    def batch(self, messages: list) -> None:
+        stats = self.ctx.stats
+        tracks = []
+        for msg in messages:
+            if isinstance(msg, Frame):
+                stats.frames_in += 1
+                self.pairer.add_frame(msg)
+            elif isinstance(msg, Tracks):
+                tracks.append(msg)
+        if self.sink.latest_only:
+            for older in tracks[:-1]:
+                self.pairer.skip(older)
+            tracks = tracks[-1:]
+        for msg in tracks:
+            self._one(msg)
+
+    def _one(self, tracks: Tracks) -> None:
+        frame = self.pairer.match(tracks)
+        if frame is None:
+            return
+        image = None
+        if self.reader is not None:
+            image = self.reader.read(frame)
+            if image is None:
+                self.stale += 1
+                return
+        try:
+            self.sink.handle(Paired(frame, tracks, image))
+        except OSError as exc:  # a full disk, say: count it, keep going, log now and then
+            self.failed += 1
+            if self.failed == 1 or self.failed % 100 == 0:
+                log.error("frame %d not handled (%d so far): %s", frame.frame_id, self.failed, exc)
+            return
+        self.ctx.stats.processed((time.time() - tracks.t_capture) * 1000)
+
+    def update_stats(self, malformed: int) -> None:
+        stats = self.ctx.stats
+        stats.dropped = self.pairer.dropped + self.stale
+        stats.errors = malformed + self.failed
+        stats.extra.update(self.sink.stats())
+        stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
+                           skipped=self.pairer.skipped)
+
+
+def serve(ctx: ServiceContext, kind: str) -> None:
+    cfg = ctx.config
+    try:
+        sink = make_sink(kind, ctx)
+        sink.start()
+    except OSError as exc:
+        raise InputError(f"sink {kind}: cannot start ({exc})") from None
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
+    reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
+    loop = SinkLoop(ctx, sink, reader)
+    try:
+        while not ctx.stop.is_set():
+            first = sub.recv(timeout_ms=100)
+            if first is not None:
+                loop.batch([first, *sub.drain()])
+            loop.update_stats(sub.malformed)
+            ctx.metrics.tick()
+    finally:
+        sink.close()
+        sub.close()
+        if reader is not None:
+            reader.close()
+
+
+def kind_of(argv: list[str] | None) -> str:
+    """The kind named by --kind, else by the config; known before start-up to name the service."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--kind", choices=KINDS)
+    pre.add_argument("--config")
+    pre.add_argument("--set", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    if known.kind:
+        return known.kind
+    try:
+        return load_config(known.config, known.set).sink.kind
+    except ConfigError:
+        return "live"  # run_service reports the error and stops
+
+
+def main(argv: list[str] | None = None) -> int:
+    kind = kind_of(argv)
+    return run_service(f"sink-{kind}", functools.partial(serve, kind=kind), argv, add_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

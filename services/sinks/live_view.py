@@ -1,0 +1,168 @@
+"""Live view sink: an HTTP server showing the annotated video and the current tracks.
+
+  /             HTML page: the MJPEG stream and a table of tracks (polled every 200 ms)
+  /stream.mjpg  multipart/x-mixed-replace JPEG frames with the tracks drawn
+  /snapshot.jpg the newest annotated frame
+  /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track)
+  /healthz      200 while frames arrive, 503 before the first or after 5 s without one
+
+The server runs in its own threads (one per client); the bus loop only hands the newest
+frame to `LatestFrame`, so a slow or stalled client skips frames and never slows the bus.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from services.sinks.drawing import colour_hex, draw_tracks
+from services.sinks.latest import LatestFrame
+from services.sinks.live_page import PAGE
+from services.sinks.pairing import Paired
+
+log = logging.getLogger("sink.live")
+
+BOUNDARY = "frame"
+MAX_STREAMS = 16  # each stream holds a thread; more clients get 503
+STALE_S = 5.0
+CLIENT_TIMEOUT_S = 10  # a client that accepts no bytes for this long is disconnected
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, view: "LiveView"):
+        super().__init__(address, _Handler)
+        self.view = view
+
+
+class _Handler(BaseHTTPRequestHandler):
+    timeout = CLIENT_TIMEOUT_S
+    server: _Server
+
+    def log_message(self, fmt, *args):
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def do_GET(self):
+        route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
+                 "/snapshot.jpg": self._snapshot, "/tracks.json": self._tracks, "/healthz": self._health}
+        handler = route.get(self.path.split("?", 1)[0])
+        if handler is None:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
+            return
+        try:
+            handler()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            log.debug("client %s went away", self.address_string())
+
+    def _send(self, status, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _page(self):
+        self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.view.page)
+
+    def _snapshot(self):
+        jpeg = self.server.view.latest.jpeg()
+        if jpeg is None:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", b"no frame yet\n")
+        else:
+            self._send(HTTPStatus.OK, "image/jpeg", jpeg[1])
+
+    def _tracks(self):
+        record = self.server.view.latest.record()
+        if record is None:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json", b'{"error": "no tracks yet"}\n')
+        else:
+            self._send(HTTPStatus.OK, "application/json", json.dumps(record).encode())
+
+    def _health(self):
+        age = self.server.view.latest.age_s()
+        ok = age is not None and age < STALE_S
+        body = {"ok": ok, "frame_age_s": age, "clients": self.server.view.streams}
+        self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
+                   json.dumps(body).encode())
+
+    def _stream(self):
+        view = self.server.view
+        if not view.enter_stream():
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", b"too many viewers\n")
+            return
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            seq = 0
+            while not view.latest.closed:
+                if view.latest.wait_newer(seq, timeout=1.0) <= seq:
+                    continue
+                jpeg = view.latest.jpeg()
+                if jpeg is None:
+                    continue
+                seq, data = jpeg
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
+        finally:
+            view.leave_stream()
+
+
+class LiveView:
+    """The `live` sink kind."""
+    needs_pixels = True
+    latest_only = True
+
+    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str):
+        self.host, self.port = host, port
+        self.latest = LatestFrame(jpeg_quality)
+        self.page = PAGE.format(stack=stack).encode()
+        self.streams = 0
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread.start()
+        log.info("live view at %s", self.url)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def handle(self, paired: Paired) -> None:
+        record = paired.record(time.time())
+        for track in record["tracks"]:
+            track["color"] = colour_hex(track["id"])
+        self.latest.put(draw_tracks(paired.image, paired.tracks.tracks), record)
+
+    def stats(self) -> dict[str, float]:
+        return {"clients": self.streams, "jpeg_encoded": self.latest.encoded, "jpeg_ms": self.latest.encode_ms}
+
+    def enter_stream(self) -> bool:
+        with self._lock:
+            if self.streams >= MAX_STREAMS:
+                return False
+            self.streams += 1
+            return True
+
+    def leave_stream(self) -> None:
+        with self._lock:
+            self.streams -= 1
+
+    def close(self) -> None:
+        self.latest.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)

@@ -1,0 +1,80 @@
+"""Pairs each `Tracks` message with the `Frame` message of the same frame id.
+
+Tracks for frame k arrive after Frame k (tracker latency), so frames wait in a small
+dict until their tracks come. Every tracks frame id from the first one seen is accounted
+for exactly once: paired, or dropped as a gap (the tracker skipped it or the bus lost it),
+as missing (its Frame message never came, or fell out of the dict) or as skipped (by a
+sink that handles only the newest frame). Frames whose
+tracks never come leave the dict silently: the gap in tracks ids has counted them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.messages import Frame, Tracks
+
+
+@dataclass
+class Paired:
+    """One frame with its tracks; `image` is None for sinks that need no pixels."""
+    frame: Frame
+    tracks: Tracks
+    image: np.ndarray | None = None
+
+    def record(self, t_sink: float) -> dict:
+        """The JSON form shared by the recorder's tracks.jsonl and the live view's /tracks.json."""
+        return {
+            "frame_id": self.frame.frame_id,
+            "source_pos": self.frame.source_pos,
+            "t_capture": self.tracks.t_capture,
+            "t_tracked": self.tracks.t_tracked,
+            "t_sink": t_sink,
+            "tracks": [{"id": t.id, "box": list(t.box), "score": t.score, "state": t.state, "age": t.age}
+                       for t in self.tracks.tracks],
+        }
+
+
+class FramePairer:
+    """Holds at most `capacity` Frame messages by frame id; counts what cannot be paired."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.frames: dict[int, Frame] = {}
+        self.last_tracks_id: int | None = None
+        self.gap = 0
+        self.missing = 0
+        self.skipped = 0
+
+    def add_frame(self, frame: Frame) -> None:
+        self.frames[frame.frame_id] = frame
+        while len(self.frames) > self.capacity:
+            del self.frames[next(iter(self.frames))]  # dicts keep insertion order: the oldest
+
+    def match(self, tracks: Tracks) -> Frame | None:
+        """The Frame of `tracks`, or None (counted in `missing`); older frames are forgotten."""
+        frame = self._advance(tracks.frame_id)
+        if frame is None:
+            self.missing += 1
+        return frame
+
+    def skip(self, tracks: Tracks) -> None:
+        """Account for `tracks` as skipped (a viewer behind handles only the newest)."""
+        self._advance(tracks.frame_id)
+        self.skipped += 1
+
+    def _advance(self, k: int) -> Frame | None:
+        last = self.last_tracks_id
+        if last is not None and k > last + 1:
+            self.gap += k - last - 1
+        # k <= last: a restarted capture/tracker numbering again; start counting afresh.
+        self.last_tracks_id = k
+        frame = self.frames.pop(k, None)
+        for old in [i for i in self.frames if i < k]:
+            del self.frames[old]
+        return frame
+
+    @property
+    def dropped(self) -> int:
+        return self.gap + self.missing + self.skipped
