@@ -42,21 +42,31 @@ class BoxTracker:
         self._impl = None
 
     def init(self, image: np.ndarray, box: np.ndarray) -> bool:
-        """(Re)start on `box` of `image`; False if the box is (mostly) outside the image."""
+        """(Re)start on `box` of `image`; False if the box is (mostly) outside the image.
+
+        KCF and MOSSE then get one update on the same image. OpenCV's KCF learns only at its
+        first update and reports the init box there, which would cost one frame of motion
+        after every (re)init. MOSSE (legacy) builds an unusable filter for some box sizes
+        (~15 % on face crops), and that first update is where it says so: retry 3 and 6 px
+        smaller. CSRT needs neither and its update costs ~25 ms, so it is not given one.
+        """
         rect = _clip_xywh(box, image.shape)
         if rect is None:
             return False
-        self._impl = _FACTORIES[self.kind]()  # a fresh filter: OpenCV trackers cannot be re-initialised reliably
-        try:
-            ok = self._impl.init(image, rect)
-            if self.kind == "kcf":
-                # OpenCV's KCF only learns on its first update and reports the init box
-                # there, which costs one frame of motion after every (re-)init: learn now.
-                self._impl.update(image)
-        except cv2.error as exc:
-            log.debug("%s init failed on %s: %s", self.kind, rect, exc)
-            return False
-        return ok is None or bool(ok)
+        x, y, w, h = rect
+        for shrink in (0, 3, 6) if self.kind == "mosse" else (0,):
+            self._impl = _FACTORIES[self.kind]()  # a fresh filter: OpenCV trackers do not re-init cleanly
+            try:
+                ok = self._impl.init(image, (x, y, w - shrink, h - shrink))
+                if self.kind != "csrt":
+                    ok, _ = self._impl.update(image)
+            except cv2.error as exc:
+                log.debug("%s init failed on %s: %s", self.kind, rect, exc)
+                return False
+            if ok is None or ok:
+                return True
+        log.debug("%s could not learn %s", self.kind, rect)
+        return False
 
     def update(self, image: np.ndarray) -> np.ndarray | None:
         """The box on this image, or None when the tracker reports failure or leaves the image."""

@@ -1,0 +1,165 @@
+"""Unit tests of the tracking library: association, carry-forward, interval, tracker
+factory and TrackManager bookkeeping (probation, late/stale/future detections, failure)."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.config import TrackerConfig
+from common.tracking import (KINDS, FrameDetections, TrackManager, associate, carry_forward,
+                             create_tracker, iou_matrix)
+from common.tracking.interval import DetectInterval
+
+FRAME = Path("/work/shared/data/OTB-FaceOcc1-A/img1/000001.jpg")
+FACE = np.array([130.0, 84.0, 242.0, 244.0])  # gt of that frame, 0-based xyxy
+
+
+def test_iou_matrix_values():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1, 1 / 3, 0], [1, 1 / 3, 0]])
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_associate_maximises_total_iou_and_gates():
+    # greedy would take t0-d0 (0.9) and leave t1 unmatched; the optimum pairs t0-d1, t1-d0
+    t = np.array([[0, 0, 10, 10], [-3, 0, 7, 10]], float)
+    d = np.array([[-0.5, 0, 9.5, 10], [1, 0, 11, 10]], float)
+    matches, lone_t, lone_d = associate(t, d, 0.3)
+    assert sorted(matches) == [(0, 1), (1, 0)] and lone_t == [] and lone_d == []
+    matches, lone_t, lone_d = associate(t[:1], np.array([[8, 0, 18, 10]], float), 0.3)
+    assert matches == [] and lone_t == [0] and lone_d == [0]
+
+
+boxes = st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100), st.floats(1, 50), st.floats(1, 50)),
+                 min_size=0, max_size=5).map(
+    lambda bs: np.array([(x, y, x + w, y + h) for x, y, w, h in bs], float).reshape(-1, 4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(boxes, boxes, st.floats(0.05, 0.9))
+def test_associate_is_one_to_one_gated_and_optimal(t, d, min_iou):
+    matches, lone_t, lone_d = associate(t, d, min_iou)
+    iou = iou_matrix(t, d)
+    assert len({i for i, _ in matches}) == len(matches) == len({j for _, j in matches})
+    assert sorted([i for i, _ in matches] + lone_t) == list(range(len(t)))
+    assert sorted([j for _, j in matches] + lone_d) == list(range(len(d)))
+    assert all(iou[i, j] >= min_iou for i, j in matches)
+    best = 0.0  # brute force over all one-to-one pairings of valid pairs
+    for perm in itertools.permutations(range(max(len(t), len(d))), len(t)):
+        best = max(best, sum(iou[i, j] for i, j in enumerate(perm) if j < len(d) and iou[i, j] >= min_iou))
+    assert sum(iou[i, j] for i, j in matches) == pytest.approx(best)
+
+
+def test_carry_forward_moves_and_scales_like_the_track():
+    then, det = np.array([10, 10, 30, 50.0]), np.array([12, 14, 32, 54.0])
+    now = np.array([40, 20, 80, 100.0])  # moved +40,+30 (centre) and doubled in size: error +2,+4
+    np.testing.assert_allclose(carry_forward(now, then, det), [42, 24, 82, 104])
+    np.testing.assert_allclose(carry_forward(then, then, det), det)
+
+
+def test_interval_is_aimd_within_bounds_and_fixed_when_not_adaptive():
+    iv = DetectInterval(2, 6, adaptive=True)
+    assert [iv.update(False) for _ in range(6)] == [3, 4, 5, 6, 6, 6]
+    assert [iv.update(True) for _ in range(3)] == [3, 2, 2]
+    fixed = DetectInterval(3, 9, adaptive=False)
+    assert {fixed.update(u) for u in (True, False, False)} == {3}
+    with pytest.raises(ValueError):
+        DetectInterval(4, 3, adaptive=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tracker_factory_follows_a_shifted_real_face(kind):
+    image = cv2.imread(str(FRAME))
+    tracker = create_tracker(kind)
+    if kind == "none":
+        assert tracker is None
+        return
+    assert tracker.init(image, FACE)
+    shifted = np.roll(image, 6, axis=1)
+    box = tracker.update(shifted)
+    assert box is not None and iou_matrix(box, FACE + [6, 0, 6, 0])[0, 0] > 0.8
+    assert not tracker.init(image, np.array([-50, -50, -10, -10.0]))  # outside the image
+    with pytest.raises(ValueError):
+        create_tracker("kfc")
+
+
+def _cfg(**changes):
+    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost=10, adaptive=False,
+                                             interval_min=1, interval_max=1), **changes)
+
+
+def _det(frame_id, *boxes):
+    return FrameDetections(frame_id, np.array(boxes, float).reshape(-1, 4), np.full(len(boxes), 0.9))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return cv2.imread(str(FRAME))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_probation_publishes_after_min_hits(image, kind):
+    m = TrackManager(_cfg(kind=kind, min_hits=3))
+    assert m.step(1, image, _det(1, FACE)) == []
+    assert m.step(2, image, _det(2, FACE)) == []
+    (track,) = m.step(3, image, _det(3, FACE))
+    assert track.state == "confirmed" and track.id == 1 and track.age == 2
+    assert iou_matrix(np.array(track.box), FACE)[0, 0] > 0.9
+    assert m.counters["tracks_started"] == 1 and m.counters["tracks_confirmed"] == 1
+
+
+def test_tentative_track_is_dropped_at_its_first_miss(image):
+    m = TrackManager(_cfg(min_hits=3))
+    m.step(1, image, _det(1, FACE))
+    m.step(2, image, _det(2))
+    assert m.counters["tracks_ended"] == 1
+    m.step(3, image, _det(3, FACE))
+    m.step(4, image, _det(4, FACE))
+    (track,) = m.step(5, image, _det(5, FACE))
+    assert track.id == 2
+
+
+def test_future_detections_wait_stale_ones_are_dropped(image):
+    m = TrackManager(_cfg(min_hits=1, history=8))
+    assert m.step(1, image, _det(3, FACE)) == []  # computed on a frame not seen yet: kept
+    assert m.step(2, image, None) == []
+    assert len(m.step(3, image, None)) == 1
+    m.step(4, image, _det(2, FACE))  # older than the last applied one
+    m.step(20, image, _det(5, FACE))  # older than the history
+    assert m.counters["detections_stale"] == 2 and m.counters["detections_applied"] == 1
+    with pytest.raises(ValueError):
+        m.step(20, image, None)
+
+
+def test_failure_marks_lost_until_a_detection_recovers_it(image):
+    m = TrackManager(_cfg(kind="mosse", min_hits=1))
+    m.step(1, image, _det(1, FACE))
+    blank = np.zeros_like(image)
+    (track,) = m.step(2, blank, None)  # nothing to correlate with: MOSSE reports failure
+    assert track.state == "lost" and m.counters["failures"] == 1
+    (track,) = m.step(3, image, None)
+    assert track.state == "lost", "a failed tracker stays lost until a detection"
+    (track,) = m.step(4, image, _det(4, FACE))
+    assert track.state == "confirmed" and track.id == 1 and m.counters["recoveries"] == 1
+    (track,) = m.step(5, image, None)
+    assert track.state == "confirmed"
+
+
+def test_none_kind_holds_the_detection_and_loses_unmatched_tracks(image):
+    m = TrackManager(_cfg(kind="none", min_hits=1))
+    (track,) = m.step(1, image, _det(1, FACE))
+    (track,) = m.step(2, image, _det(2, FACE + 4))
+    np.testing.assert_allclose(track.box, FACE + 4)
+    (track,) = m.step(3, image, _det(3))
+    assert track.state == "lost"
+    for fid in range(4, 14):
+        tracks = m.step(fid, image, None)
+    assert tracks == [] and m.counters["tracks_ended"] == 1
