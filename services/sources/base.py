@@ -47,6 +47,12 @@ class Source(abc.ABC):
         self.open()
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line an error message may quote (library messages can span lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def target_size(src_w: int, src_h: int, want_w: int, want_h: int) -> tuple[int, int]:
     """Output size for a source of src_w x src_h when capture.width/height ask for want_w x want_h.
 

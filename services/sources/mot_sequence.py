@@ -37,7 +37,7 @@ class MotSequenceSource(Source):
 
     def open(self) -> SourceInfo:
         if not self.path.is_dir():
-            raise InputError(f"capture source {self.name}: no such directory ({self.path})")
+            raise InputError(f"capture source {self.name}: no such directory")
         info = self._seqinfo()
         im_dir = self.path / info.get("imDir", "img1")
         if not im_dir.is_dir():

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.config import CaptureConfig
 from common.service import InputError
-from services.sources.base import Source, SourceInfo
+from services.sources.base import Source, SourceInfo, one_line
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,14 @@ class PiCameraSource(Source):
         try:
             cam = Picamera2(self.camera_num)
         except (IndexError, RuntimeError) as exc:  # IndexError: no camera with that number
-            raise InputError(f"capture source {self.name}: no such camera or it cannot be opened ({exc})") from None
+            raise InputError(f"capture source {self.name}: no such camera or it cannot be opened ({one_line(exc)})") from None
         try:
             config = cam.create_video_configuration(**self._streams())
             cam.configure(config)
             cam.start()
         except RuntimeError as exc:
             cam.close()
-            raise InputError(f"capture source {self.name}: cannot start the camera ({exc})") from None
+            raise InputError(f"capture source {self.name}: cannot start the camera ({one_line(exc)})") from None
         self._cam, self._pos = cam, 0
         width, height = config["main"]["size"]
         fps = self.capture.fps or DEFAULT_FPS
@@ -76,7 +76,7 @@ class PiCameraSource(Source):
         try:
             request = self._cam.capture_request()
         except RuntimeError as exc:
-            raise InputError(f"capture source {self.name}: camera stopped delivering frames ({exc})") from None
+            raise InputError(f"capture source {self.name}: camera stopped delivering frames ({one_line(exc)})") from None
         try:
             image = request.make_array("main")  # a copy: the camera buffer goes back at once
         finally:

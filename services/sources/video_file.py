@@ -21,16 +21,20 @@ class VideoFileSource(Source):
         self._pos = 0
         self._buf: np.ndarray | None = None
 
+    def _fail(self, cause: str) -> InputError:
+        where = "" if self.name == str(self.path) else f" ({self.path})"
+        return InputError(f"capture source {self.name}: {cause}{where}")
+
     def open(self) -> SourceInfo:
         if not self.path.exists():
-            raise InputError(f"capture source {self.name}: no such file ({self.path})")
+            raise self._fail("no such file")
         if not self.path.is_file():
-            raise InputError(f"capture source {self.name}: not a file ({self.path})")
+            raise self._fail("not a file")
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if not cap.isOpened() or width <= 0 or height <= 0:
             cap.release()
-            raise InputError(f"capture source {self.name}: cannot decode it as a video ({self.path})")
+            raise self._fail("cannot decode it as a video")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._cap, self._pos = cap, 0
         return SourceInfo(width, height, fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0, live=False)
