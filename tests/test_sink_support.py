@@ -112,11 +112,12 @@ class Stack:
         return [Track(id=1, box=self.gt[pos], score=0.9, state="confirmed", age=pos),
                 Track(id=7, box=[10.0, 10.0, 60.0, 50.0], score=0.4, state="lost", age=3)]
 
-    def publish(self) -> int:
-        """Write the next frame into the ring, publish its Frame and Tracks; returns its id."""
+    def publish(self, pos: int | None = None) -> int:
+        """Write the next frame (source position `pos`, default: the sequence in a loop) into
+        the ring, publish its Frame and Tracks; returns its id."""
         k = self.next_id
         self.next_id += 1
-        pos = k % len(self.images)
+        pos = k % len(self.images) if pos is None else pos
         t = time.time()
         slot, seq = self.ring.write(k, t, self.images[pos])
         frame = Frame(stack=self.stack_id, frame_id=k, slot=slot, seq=seq, ring_id=self.ring.ring_id,
@@ -144,13 +145,13 @@ class Stack:
             time.sleep(1 / fps)
 
     @contextlib.contextmanager
-    def publishing(self, fps: float = 30.0):
+    def publishing(self, fps: float = 30.0, pos: int | None = None):
         """Publish at `fps` from a thread for the duration of the block (nothing else may publish)."""
         stop = threading.Event()
 
         def run():
             while not stop.wait(1 / fps):
-                self.publish()
+                self.publish(pos)
 
         thread = threading.Thread(target=run)
         thread.start()

@@ -1,0 +1,70 @@
+"""The live view in a real browser: headless Chromium loads the page, and its screenshot
+shows the video (the frame, not a blank or broken image) with the track's box drawn where
+the track is, and the tracks table filled in by the page's script."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from services.sinks.drawing import track_colour
+from test_sink_support import box_edge_pixels, colour_distance, get_json, stack  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+APT_HINT = "apt-get install -y --no-install-recommends chromium fonts-dejavu-core"
+POS = 0  # the browser sees one still frame, so the screenshot is compared with a known image
+
+
+@pytest.fixture(scope="session")
+def chromium_problem() -> str | None:
+    """Checked once a session: why Chromium cannot be used here, or None."""
+    if shutil.which(CHROMIUM) is None:
+        return f"{CHROMIUM} is missing: install it with `{APT_HINT}` (make setup does)"
+    run = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    if run.returncode != 0:
+        return f"{CHROMIUM} --version failed ({run.returncode}): {run.stderr.strip()[-300:]}"
+    return None
+
+
+def screenshot(url: str, tmp, size=(1000, 800)) -> np.ndarray:
+    png = tmp / "page.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp / 'chromium-profile'}", f"--screenshot={png}",
+           f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=3000", url]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0 and png.exists(), f"chromium failed ({run.returncode}):\n{run.stderr[-2000:]}"
+    return cv2.imread(str(png))
+
+
+def test_browser_shows_video_with_boxes_and_track_table(stack, chromium_problem):
+    if chromium_problem:
+        pytest.fail(chromium_problem)
+    sink = stack.sink("--kind", "live", "--port", "0")
+    url = sink.url()
+    stack.publish_until(lambda: get_json(url + "tracks.json") is not None)
+    with stack.publishing(fps=30, pos=POS):
+        shot = screenshot(url, stack.tmp)
+
+    frame = stack.images[POS]
+    h, w = frame.shape[:2]
+    scores = cv2.matchTemplate(shot, frame, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (ox, oy) = cv2.minMaxLoc(scores)
+    assert best > 0.8, f"the frame is not on the page (best match {best:.2f})"
+    video = shot[oy:oy + h, ox:ox + w]
+    assert video.std() > 20, "the video region is blank"
+
+    box = stack.gt[POS]
+    colour = track_colour(1)
+    on_edges = colour_distance(box_edge_pixels(video, box), colour)
+    assert np.median(on_edges) < 80, f"no box of track 1's colour at its box (median distance {np.median(on_edges):.0f})"
+    before = colour_distance(box_edge_pixels(frame, box), colour)
+    assert np.median(before) > 80  # the colour is the drawing's, not the picture's
+
+    below = shot[oy + h:]  # the table's colour swatch for track 1, drawn by the page's script
+    assert (colour_distance(below, colour) < 40).sum() >= 50, "the tracks table shows no track 1"
+    assert sink.stop() == 0
