@@ -43,8 +43,11 @@ class PiCameraSource(Source):
                              "apt install python3-picamera2, and a venv made with --system-site-packages)") from None
         try:
             cam = Picamera2(self.camera_num)
-        except (IndexError, RuntimeError) as exc:  # IndexError: no camera with that number
-            raise InputError(f"capture source {self.name}: no such camera or it cannot be opened ({one_line(exc)})") from None
+        except IndexError:  # picamera2 indexes its list of cameras with camera_num
+            raise InputError(f"capture source {self.name}: no such camera") from None
+        except RuntimeError as exc:
+            raise InputError(f"capture source {self.name}: cannot open the camera, is another process "
+                             f"using it? ({one_line(exc)})") from None
         try:
             config = cam.create_video_configuration(**self._streams())
             cam.configure(config)
