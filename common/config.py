@@ -77,6 +77,21 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    gallery: str = "{run_dir}/gallery.sqlite"
+    backend: str = "onnxruntime"
+    model_dir: str = "models/build"
+    threads: int = 1
+    threshold: float = 0.55
+    min_eye_px: float = 14.0
+    better_view: float = 1.3
+    max_embeds_per_track: int = 5
+    match_iou: float = 0.3
+    republish_s: float = 1.0
+    reload_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     kind: str = "live"
     http_host: str = "127.0.0.1"
@@ -98,6 +113,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     source_path: str = ""
@@ -117,15 +133,18 @@ _CHOICES = {
     "detector.backend": {"tvm", "torchscript", "torch"},
     "tracker.kind": {"kcf", "csrt", "mosse", "none"},
     "sink.kind": {"live", "recorder"},
+    "identity.backend": {"tvm", "torchscript", "onnxruntime", "torch"},
 }
 _POSITIVE = {
     "bus.hwm", "ring.slots", "detector.every_n", "detector.threads", "tracker.min_hits",
     "tracker.interval_min", "tracker.interval_max", "tracker.history", "monitor.interval_s",
-    "sink.jpeg_quality",
+    "sink.jpeg_quality", "identity.threads", "identity.max_embeds_per_track", "identity.republish_s",
+    "identity.reload_s", "identity.threshold", "identity.better_view",
 }
 _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost",
-                 "capture.lores_width", "capture.lores_height", "sink.http_port"}
-_UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou"}
+                 "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px"}
+_UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
+                   "identity.match_iou"}
 
 
 def _check_type(key: str, value, annotation) -> object:
@@ -235,4 +254,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterabl
     cfg = Config(**built, source_path=str(path))
     if cfg.tracker.interval_min > cfg.tracker.interval_max:
         raise ConfigError("config key 'tracker.interval_min': must not exceed tracker.interval_max")
+    if cfg.identity.better_view < 1.0:
+        raise ConfigError(f"config key 'identity.better_view': must be >= 1, got {cfg.identity.better_view!r}")
     return _expand(cfg)

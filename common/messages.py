@@ -82,6 +82,24 @@ class Tracks:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is on track `track_id`, from an embedding of its face on frame `frame_id`.
+
+    Published when a track is first embedded, when a better view changes the answer, when the
+    gallery changes, and again once a period for every live track, so a sink that joins late
+    learns the names. `name` is "unknown" when no gallery face is within the threshold;
+    `distance` is the Euclidean distance to the nearest gallery face (-1 with an empty gallery).
+    """
+    TOPIC: typing.ClassVar[bytes] = b"identity"
+    track_id: int
+    frame_id: int
+    name: str
+    distance: float
+    t: float
+    v: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
 class Metrics:
     """One service's health, once per monitor period."""
     TOPIC: typing.ClassVar[bytes] = b"metrics"
@@ -101,7 +119,7 @@ class Metrics:
     v: int = VERSION
 
 
-MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Metrics)}
+MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics)}
 
 _SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

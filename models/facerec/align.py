@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .net import INPUT_SIZE
+from .spec import INPUT_SIZE
 
 _PADDING = 0.25
 # dlib's 5-point template (unit square): right eye outer/inner, left eye inner/outer corners.

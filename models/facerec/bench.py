@@ -20,7 +20,7 @@ import numpy as np
 from models.build import BUILD_DIR
 
 from .build import build
-from .net import INPUT_SIZE
+from .spec import INPUT_SIZE
 from .runtime import BACKENDS, EmbedderError, load_embedder
 
 log = logging.getLogger("facetrack.models.facerec.bench")

@@ -20,7 +20,7 @@ from models.build import (AARCH64_CC, BUILD_DIR, EM_AARCH64, ONNX_OPSET, _atomic
                           check_elf, fuse_for_cpu, tvm_target)
 
 from . import weights
-from .net import INPUT_SIZE
+from .spec import INPUT_SIZE
 
 log = logging.getLogger("facetrack.models.facerec.build")
 
@@ -28,7 +28,7 @@ NAME = "facerec"
 TVM_TARGETS = ("llvm", "aarch64")
 FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "llvm": "llvm.so", "aarch64": "aarch64.so"}
 INPUT_SHAPE = (1, 3, INPUT_SIZE, INPUT_SIZE)
-_CODE = [Path(__file__).resolve(), Path(__file__).resolve().parent / "net.py"]
+_CODE = [Path(__file__).resolve().parent / name for name in ("build.py", "net.py", "spec.py")]
 
 
 def artefact_path(artefact: str, build_dir: Path = BUILD_DIR) -> Path:

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_SIZE = 150
-DESCRIPTOR_SIZE = 128
-MEAN_RGB = (122.782, 117.001, 104.298)
+from .spec import DESCRIPTOR_SIZE, MEAN_RGB
+
 # (name, channels in, channels out, downsamples) in forward order, as in FaceRecognitionNet.ts.
 RESIDUALS = [
     ("conv32_1", 32, 32, False), ("conv32_2", 32, 32, False), ("conv32_3", 32, 32, False),

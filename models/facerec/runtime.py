@@ -15,7 +15,7 @@ import numpy as np
 from models.build import BUILD_DIR
 
 from .build import artefact_path
-from .net import DESCRIPTOR_SIZE, INPUT_SIZE
+from .spec import DESCRIPTOR_SIZE, INPUT_SIZE
 
 log = logging.getLogger("facetrack.models.facerec.runtime")
 

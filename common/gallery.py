@@ -1,0 +1,196 @@
+"""The face gallery: enrolled people's face descriptors in one SQLite file.
+
+Written by `facetrack enroll` / `facetrack gallery`, read by the identity service, possibly
+at the same time: SQLite's locking keeps both sides whole, and the service notices a change
+by the file's mtime and size (the rollback journal is kept, not WAL, so every commit touches
+the main file). The descriptor model's name is stored with the faces: descriptors of
+another model are not comparable, so such a gallery is refused rather than silently wrong.
+Any problem with the file becomes a GalleryError of one line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL = "dlib-resnet-face-api-1.7.15"  # what produced the descriptors (models/facerec)
+DIM = 128
+UNKNOWN = "unknown"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    descriptor BLOB NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_name ON faces (name);
+"""
+
+
+class GalleryError(Exception):
+    """A gallery file that cannot be used, worded as one line."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    faces: int
+    created: float
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str  # UNKNOWN when nothing is within the threshold
+    distance: float  # to the nearest gallery face; -1 when the gallery is empty
+
+
+class Snapshot:
+    """The gallery's faces at one moment, for nearest-neighbour matching."""
+
+    def __init__(self, names: list[str], descriptors: np.ndarray):
+        self.names = names
+        self.descriptors = descriptors.reshape(-1, DIM).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def match(self, descriptor: np.ndarray, threshold: float) -> Match:
+        """The nearest enrolled face names the descriptor if it is within `threshold`."""
+        if not self.names:
+            return Match(UNKNOWN, -1.0)
+        distances = np.linalg.norm(self.descriptors - np.asarray(descriptor, np.float32).reshape(1, DIM), axis=1)
+        best = int(np.argmin(distances))
+        distance = float(distances[best])
+        return Match(self.names[best] if distance <= threshold else UNKNOWN, distance)
+
+
+class Gallery:
+    """One open gallery file; `create=True` makes it (and its directory) when absent."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise GalleryError(f"gallery {self.path}: no such file (enrol someone with `facetrack enroll`)")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+            if row is None:
+                with self.db:
+                    self.db.execute("INSERT INTO meta VALUES ('model', ?)", (MODEL,))
+            elif row[0] != MODEL:
+                raise GalleryError(f"gallery {self.path}: made with descriptor model {row[0]!r}, "
+                                   f"this is {MODEL!r}; enrol again into a new gallery")
+        except GalleryError:
+            self.db.close()
+            raise
+        except sqlite3.Error as e:
+            self.db.close()
+            raise GalleryError(f"gallery {self.path}: not a usable gallery ({e})") from None
+
+    def add(self, name: str, descriptors: np.ndarray, sources: list[str]) -> int:
+        """Store one descriptor per source under `name`; returns how many faces `name` has now."""
+        name = name.strip()
+        if not name or name == UNKNOWN:
+            raise GalleryError(f"gallery {self.path}: {name!r} cannot be a name")
+        descriptors = np.asarray(descriptors, np.float32).reshape(-1, DIM)
+        if len(descriptors) != len(sources):
+            raise ValueError("one source per descriptor")
+        now = time.time()
+        try:
+            with self.db:
+                self.db.executemany("INSERT INTO faces (name, descriptor, source, created) VALUES (?, ?, ?, ?)",
+                                    [(name, d.tobytes(), s, now) for d, s in zip(descriptors, sources)])
+            return self.db.execute("SELECT COUNT(*) FROM faces WHERE name = ?", (name,)).fetchone()[0]
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def remove(self, name: str) -> int:
+        """Delete every face of `name`; returns how many were deleted."""
+        try:
+            with self.db:
+                return self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def entries(self) -> list[Entry]:
+        try:
+            rows = self.db.execute("SELECT name, COUNT(*), MIN(created) FROM faces GROUP BY name ORDER BY name")
+            return [Entry(*row) for row in rows]
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot read ({e})") from None
+
+    def snapshot(self) -> Snapshot:
+        try:
+            rows = self.db.execute("SELECT name, descriptor FROM faces ORDER BY id").fetchall()
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot read ({e})") from None
+        bad = [name for name, blob in rows if len(blob) != DIM * 4]
+        if bad:
+            raise GalleryError(f"gallery {self.path}: damaged descriptor(s) for {sorted(set(bad))}")
+        return Snapshot([name for name, _ in rows], np.frombuffer(b"".join(b for _, b in rows), np.float32))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GalleryWatcher:
+    """The service's view of the gallery: reloaded when the file changes, never fatal.
+
+    `poll()` returns a new Snapshot when the file changed and could be read, else None. A
+    missing or broken file logs one line (once per change) and leaves the last good
+    snapshot in place (an empty one at start), so the service keeps running.
+    """
+
+    def __init__(self, path: str | os.PathLike, period_s: float):
+        self.path = Path(path)
+        self.period_s = period_s
+        self.snapshot = Snapshot([], np.zeros((0, DIM), np.float32))
+        self._stamp: tuple | None = None
+        self._next = 0.0
+
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def poll(self, now: float | None = None) -> Snapshot | None:
+        now = time.monotonic() if now is None else now
+        if now < self._next:
+            return None
+        self._next = now + self.period_s
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        if stamp is None:
+            log.warning("gallery %s: no such file; every face stays unknown until someone is enrolled", self.path)
+            return None
+        try:
+            with Gallery(self.path) as gallery:
+                snapshot = gallery.snapshot()
+        except GalleryError as e:
+            log.error("%s; keeping the previous gallery (%d faces)", e, len(self.snapshot))
+            return None
+        self.snapshot = snapshot
+        log.info("gallery %s: loaded %d faces of %d people", self.path, len(snapshot), len(set(snapshot.names)))
+        return snapshot

@@ -1,0 +1,124 @@
+"""Who is on each track: the identity service's bookkeeping, free of I/O and models.
+
+`IdentityBook` keeps the recent frames' tracks, matches a (late) detection to the tracks of
+the frame it was computed on (IoU, one-to-one), and decides when a track's face is worth
+embedding: the first usable view, then only a view whose quality beats the best so far by
+`better_view`, at most `max_embeds_per_track` times. Each embedding keeps the track's
+best descriptor and its gallery match; a new gallery re-matches every live track at once.
+Tracks that leave the tracker's output are forgotten.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import IdentityConfig
+from common.gallery import Match, Snapshot
+from common.messages import Detections, Identity, Tracks
+from common.tracking import associate
+
+CONFIRMED = "confirmed"
+
+
+@dataclass
+class TrackIdentity:
+    track_id: int
+    embeds: int = 0
+    best_quality: float = 0.0
+    frame_id: int = -1  # the frame the kept descriptor was computed on
+    descriptor: np.ndarray | None = None
+    match: Match | None = None
+
+    def message(self, t: float) -> Identity:
+        return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.match.name,
+                        distance=self.match.distance, t=t)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A detection on `frame_id` matched to a track, with its view quality."""
+    track_id: int
+    frame_id: int
+    det_index: int
+    quality: float
+
+
+class IdentityBook:
+    def __init__(self, cfg: IdentityConfig, history: int):
+        self.cfg = cfg
+        self.tracks: collections.OrderedDict[int, list] = collections.OrderedDict()  # frame_id -> tracks
+        self.history = history
+        self.states: dict[int, TrackIdentity] = {}
+        self.latest_frame = -1
+        self.live: set[int] = set()
+
+    def on_tracks(self, msg: Tracks) -> list[int]:
+        """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
+        self.tracks[msg.frame_id] = msg.tracks
+        while len(self.tracks) > self.history:
+            self.tracks.popitem(last=False)
+        if msg.frame_id < self.latest_frame:
+            return []
+        self.latest_frame = msg.frame_id
+        self.live = {t.id for t in msg.tracks}
+        gone = [tid for tid in self.states if tid not in self.live]
+        for tid in gone:
+            del self.states[tid]
+        return gone
+
+    def tracks_at(self, frame_id: int) -> list | None:
+        """The tracks published for `frame_id`, or for the nearest earlier frame the tracker did."""
+        if frame_id in self.tracks:
+            return self.tracks[frame_id]
+        earlier = [f for f in self.tracks if f <= frame_id]
+        return self.tracks[max(earlier)] if earlier else None
+
+    def candidates(self, msg: Detections, qualities: list[float]) -> list[Candidate]:
+        """Detections of `msg` whose view is worth embedding for the confirmed track they match."""
+        tracks = [t for t in (self.tracks_at(msg.frame_id) or []) if t.state == CONFIRMED]
+        if not tracks or not msg.boxes:
+            return []
+        matches, _, _ = associate(np.array([t.box for t in tracks]), np.array(msg.boxes), self.cfg.match_iou)
+        out = []
+        for ti, di in matches:
+            tid = tracks[ti].id
+            if self.wants(tid, qualities[di]):
+                out.append(Candidate(tid, msg.frame_id, di, qualities[di]))
+        return out
+
+    def wants(self, track_id: int, quality: float) -> bool:
+        if quality <= 0:
+            return False
+        state = self.states.get(track_id)
+        if state is None:
+            return True
+        return state.embeds < self.cfg.max_embeds_per_track and quality > state.best_quality * self.cfg.better_view
+
+    def embedded(self, cand: Candidate, descriptor: np.ndarray, gallery: Snapshot, t: float) -> Identity | None:
+        """Record an embedding of a still-live track; its Identity message, or None if the track is gone."""
+        if cand.track_id not in self.live:
+            return None
+        state = self.states.setdefault(cand.track_id, TrackIdentity(cand.track_id))
+        state.embeds += 1
+        if cand.quality > state.best_quality:
+            state.best_quality, state.frame_id, state.descriptor = cand.quality, cand.frame_id, descriptor
+            state.match = gallery.match(descriptor, self.cfg.threshold)
+        return state.message(t)
+
+    def rematch(self, gallery: Snapshot, t: float) -> list[Identity]:
+        """Match every live track again (new gallery); messages for those whose answer changed."""
+        out = []
+        for state in self.states.values():
+            if state.descriptor is None:
+                continue
+            match = gallery.match(state.descriptor, self.cfg.threshold)
+            changed = match.name != state.match.name
+            state.match = match
+            if changed:
+                out.append(state.message(t))
+        return out
+
+    def current(self, t: float) -> list[Identity]:
+        return [s.message(t) for s in self.states.values() if s.match is not None]

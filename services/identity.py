@@ -1,0 +1,165 @@
+"""The identity service: names the face on each confirmed track from the enrolled gallery.
+
+It listens to frames, tracks and detections. A detection names the frame it was computed on
+(several frames back); it is matched by IoU to the confirmed tracks of that same frame and,
+when its view is worth it (first usable view of a track, or clearly better than the best
+so far: larger, more frontal, higher score), the face is aligned by its eye keypoints from
+that frame's pixels in the ring at once (before the slot is overwritten) and queued. One
+face is embedded per loop turn, new tracks first, so the bus is drained between
+inferences and never queues. Never every frame: a track is embedded a handful of times.
+`Identity` messages go out when an answer is made or changes, and again every
+`republish_s` for late-joining sinks. The gallery file is reloaded when it changes; a
+missing or broken one leaves every face "unknown" but the service running.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import time
+from pathlib import Path
+
+from common.bus import Subscriber
+from common.config import ROOT
+from common.frame_ring import RingReader
+from common.gallery import GalleryWatcher
+from common.identities import Candidate, IdentityBook
+from common.messages import Detections, Frame, Tracks
+from common.service import InputError, ServiceContext, run_service
+from models.facerec.align import align
+from models.facerec.quality import view_quality
+
+log = logging.getLogger("identity")
+
+MAX_PENDING = 16  # detections waiting for their frame's tracks
+
+
+def load(ctx: ServiceContext):
+    """Load the descriptor model; a missing build becomes a one-line InputError."""
+    from models.facerec.runtime import EmbedderError, load_embedder
+
+    cfg = ctx.config.identity
+    model_dir = Path(cfg.model_dir)
+    try:
+        return load_embedder(cfg.backend, model_dir if model_dir.is_absolute() else ROOT / model_dir, cfg.threads)
+    except EmbedderError as exc:
+        raise InputError(str(exc)) from None
+
+
+class Identifier:
+    """The service's state between messages: recent frames, pending detections, the face queue."""
+
+    def __init__(self, ctx: ServiceContext, embedder):
+        self.ctx, self.embedder = ctx, embedder
+        cfg = ctx.config
+        self.cfg = cfg.identity
+        self.book = IdentityBook(self.cfg, history=cfg.tracker.history)
+        self.reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
+        self.frames: collections.OrderedDict[int, Frame] = collections.OrderedDict()
+        self.max_frames = 2 * cfg.ring.slots
+        self.pending: list[Detections] = []
+        self.queue: dict[int, tuple[Candidate, object]] = {}  # track id -> (candidate, chip)
+        self.gallery = GalleryWatcher(self.cfg.gallery, self.cfg.reload_s)
+        self.embeds = 0
+
+    def on_message(self, msg) -> None:
+        if isinstance(msg, Frame):
+            self.ctx.stats.frames_in += 1
+            self.frames[msg.frame_id] = msg
+            while len(self.frames) > self.max_frames:
+                self.frames.popitem(last=False)
+        elif isinstance(msg, Tracks):
+            for tid in self.book.on_tracks(msg):
+                self.queue.pop(tid, None)
+        elif isinstance(msg, Detections):
+            self.pending.append(msg)
+            if len(self.pending) > MAX_PENDING:  # no tracks for a while (tracker down?)
+                self.pending.pop(0)
+                self.ctx.stats.dropped += 1
+
+    def take_detections(self) -> None:
+        """Use every pending detection whose frame's tracks have arrived; drop too old ones."""
+        ready = [d for d in self.pending if d.frame_id <= self.book.latest_frame]
+        self.pending = [d for d in self.pending if d.frame_id > self.book.latest_frame]
+        for det in ready:
+            qualities = [view_quality(k, s, self.cfg.min_eye_px) for k, s in zip(det.keypoints, det.scores)]
+            wanted = [c for c in self.book.candidates(det, qualities)
+                      if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality]
+            if not wanted:
+                continue
+            frame = self.frames.get(det.frame_id)
+            image = self.reader.read(frame, copy=False) if frame is not None else None
+            if image is None:
+                self.ctx.stats.dropped += 1
+                continue
+            for cand in wanted:
+                self.queue[cand.track_id] = (cand, align(image, det.keypoints[cand.det_index]))
+
+    def embed_one(self) -> None:
+        """Embed the most urgent queued face: tracks without a name yet first, then the best view."""
+        tid = max(self.queue, key=lambda k: (k not in self.book.states, self.queue[k][0].quality))
+        cand, chip = self.queue.pop(tid)
+        t0 = time.perf_counter()
+        descriptor = self.embedder.embed(chip)[0]
+        self.ctx.stats.processed((time.perf_counter() - t0) * 1000)
+        self.embeds += 1
+        identity = self.book.embedded(cand, descriptor, self.gallery.snapshot, time.time())
+        if identity is not None:
+            log.info("track %d: %s (distance %.3f, frame %d, view quality %.1f)", identity.track_id,
+                     identity.name, identity.distance, identity.frame_id, cand.quality)
+            self.ctx.publisher.send(identity)
+
+    def reload_gallery(self) -> None:
+        snapshot = self.gallery.poll()
+        if snapshot is not None:
+            for identity in self.book.rematch(snapshot, time.time()):
+                log.info("track %d: now %s (gallery changed)", identity.track_id, identity.name)
+                self.ctx.publisher.send(identity)
+
+    def republish(self) -> None:
+        for identity in self.book.current(time.time()):
+            self.ctx.publisher.send(identity)
+
+    def update_metrics(self, malformed: int) -> None:
+        stats = self.ctx.stats
+        stats.errors = malformed
+        stats.extra.update(embeds=self.embeds, queued=len(self.queue), gallery_faces=len(self.gallery.snapshot),
+                           tracks_named=sum(1 for s in self.book.states.values()
+                                            if s.match is not None and s.match.name != "unknown"),
+                           stale_frames=self.reader.stale)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def serve(ctx: ServiceContext) -> None:
+    embedder = load(ctx)
+    cfg = ctx.config
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
+    ident = Identifier(ctx, embedder)
+    next_republish = time.monotonic() + cfg.identity.republish_s
+    try:
+        while not ctx.stop.is_set():
+            ctx.metrics.tick()
+            ident.reload_gallery()
+            first = sub.recv(timeout_ms=0 if ident.queue else 200)
+            for msg in ([first] if first is not None else []) + sub.drain():
+                ident.on_message(msg)
+            ident.take_detections()
+            if ident.queue:
+                ident.embed_one()
+            if time.monotonic() >= next_republish:
+                next_republish = time.monotonic() + cfg.identity.republish_s
+                ident.republish()
+            ident.update_metrics(sub.malformed)
+    finally:
+        sub.close()
+        ident.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service("identity", serve, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
