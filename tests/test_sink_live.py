@@ -81,3 +81,42 @@ def test_live_view_serves_tracks_snapshot_and_stream(stack):
     assert status == 200 and ctype.startswith("text/html")
     assert b'<img id="video" src="/stream.mjpg"' in page and b"/tracks.json" in page
     assert sink.stop() == 0
+
+
+def test_two_live_views_and_a_recorder_run_at_once(stack):
+    views = [stack.sink("--kind", "live", "--port", "0") for _ in range(2)]
+    recorder = stack.sink("--kind", "recorder", "--out", str(stack.tmp / "rec"))
+    urls = [v.url() for v in views]
+    assert urls[0] != urls[1]
+    jsonl = stack.tmp / "rec" / "tracks.jsonl"
+    stack.publish_until(lambda: all(get_json(u + "tracks.json") for u in urls)
+                        and jsonl.exists() and jsonl.stat().st_size > 0)
+    stack.publish_n(5)
+    time.sleep(0.3)
+    last = stack.next_id - 1
+    assert [get_json(u + "tracks.json")["frame_id"] for u in urls] == [last, last]
+    assert f'"frame_id": {last},' in jsonl.read_text()
+    assert [s.stop() for s in (*views, recorder)] == [0, 0, 0]
+
+
+def test_a_stalled_http_client_does_not_slow_the_sink(stack):
+    sink = stack.sink("--kind", "live", "--port", "0")
+    url = sink.url()
+    stack.publish_until(lambda: get_json(url + "tracks.json") is not None)
+    u = urllib.parse.urlsplit(url)
+    stalled = socket.create_connection((u.hostname, u.port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())  # and never reads
+    try:
+        with stack.publishing(fps=100):
+            time.sleep(3)
+            status, body, _ = http_get(url + "snapshot.jpg", timeout=2)
+            assert status == 200 and body[:2] == b"\xff\xd8"
+            newest = stack.next_id - 1
+            assert get_json(url + "tracks.json")["frame_id"] >= newest - 5
+        m = stack.wait_metrics("sink-live", lambda m: m.frames_out + m.dropped >= newest - 5)
+        assert m.extra["clients"] == 1  # the stalled stream is still open
+        assert m.dropped <= 0.2 * m.frames_out, m  # frames still handled, not dropped behind a client
+    finally:
+        stalled.close()
+    assert sink.stop() == 0

@@ -101,6 +101,7 @@ class Stack:
         self.next_id = 0
         self.sent: dict[int, tuple[Frame, Tracks]] = {}
         self.sinks: list[SinkProcess] = []
+        self._metrics: dict[str, Metrics] = {}
 
     def sink(self, *args: str) -> SinkProcess:
         proc = SinkProcess(self, f"sink{len(self.sinks)}", list(args))
@@ -161,14 +162,24 @@ class Stack:
             stop.set()
             thread.join()
 
-    def latest_metrics(self, service: str, pred=lambda m: True, timeout: float = 10.0) -> Metrics:
+    def newest_metrics(self, service: str) -> Metrics | None:
+        """The newest Metrics of `service` received so far, without waiting."""
+        for msg in self.metrics.drain():
+            if isinstance(msg, Metrics):
+                self._metrics[msg.service] = msg
+        return self._metrics.get(service)
+
+    def wait_metrics(self, service: str, pred, timeout: float = 10.0) -> Metrics:
         """The first Metrics of `service` that satisfies `pred`."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             msg = self.metrics.recv(timeout_ms=200)
-            if isinstance(msg, Metrics) and msg.service == service and pred(msg):
-                return msg
-        raise AssertionError(f"no metrics from {service} matching the condition in {timeout} s")
+            if isinstance(msg, Metrics):
+                self._metrics[msg.service] = msg
+                if msg.service == service and pred(msg):
+                    return msg
+        raise AssertionError(f"no metrics from {service} matching the condition in {timeout} s; "
+                             f"newest: {self._metrics.get(service)}")
 
     def close(self) -> None:
         for sink in self.sinks:
