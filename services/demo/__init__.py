@@ -1,0 +1,1 @@
+"""The bundled demo clip (`demo://`), its ground truth, and the script that renders them."""
