@@ -41,6 +41,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def make_sink(kind: str, ctx: ServiceContext):
     cfg, args = ctx.config, ctx.args
+    unused = {"live": ("--out", args.out), "recorder": ("--port", args.port)}[kind]
+    if unused[1] is not None:
+        log.warning("%s is not used by a %s sink", unused[0], kind)
     if kind == "live":
         port = cfg.sink.http_port if args.port is None else args.port
         return LiveView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id)

@@ -33,7 +33,6 @@ CLIENT_TIMEOUT_S = 10  # a client that accepts no bytes for this long is disconn
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, address, view: "LiveView"):
         super().__init__(address, _Handler)
