@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := chromium gcc-aarch64-linux-gnu
+APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu
 PYTEST_ARGS ?=
 
 .PHONY: run test test-slow setup apt model bench clean
