@@ -97,6 +97,14 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError(f"programs not RUNNING after {timeout}s: {self.status()}")
 
+    def wait_log(self, program: str, text: str, timeout: float = 60) -> None:
+        """Wait until `program`'s log shows `text` (e.g. the detector's "model loaded")."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(program):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{program} did not log {text!r} within {timeout}s: {self.log(program)[-1000:]}")
+            time.sleep(0.2)
+
     def log(self, program: str) -> str:
         path = self.run_dir / "logs" / f"{program}.log"
         return path.read_text() if path.exists() else ""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from common.config import ROOT
 from facetrack.stack import Stack
 
@@ -52,15 +53,18 @@ def run_sequence(run_dir: Path, port: int, **detector) -> tuple[float, set[int],
     assert SEQ.exists(), f"{SEQ} is missing: ../shared/data must lie beside the checkout"
     overrides = {
         "stack": {"id": f"e2e{os.getpid()}{run_dir.name}"},
-        "capture": {"source": str(SEQ), "width": 0, "height": 0, "loop": False},
+        # 10 fps: this checks what the stack computes, on a shared 2-core machine; whether it
+        # keeps up with 30 fps is measured by `facetrack bench pipeline`, not asserted here.
+        "capture": {"source": str(SEQ), "width": 0, "height": 0, "loop": False, "fps": 10},
         "sink": {"http_port": port},
         "detector": detector,
     }
     with Stack(run_dir, overrides, autostart={"capture": False, "sink-recorder": True}) as stack:
         stack.start(wait_for=ALL_BUT_CAPTURE)
+        stack.wait_log("detector", "model loaded")
         time.sleep(1.0)  # let every subscription reach the proxy before the first frame
         stack.ctl("start", "capture", check=True)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while stack.status()["capture"][0] not in ("EXITED", "FATAL") and time.monotonic() < deadline:
             time.sleep(0.5)
         assert stack.status()["capture"][0] == "EXITED", stack.log("capture")[-2000:]
