@@ -61,6 +61,9 @@ class DetectorConfig:
     score_threshold: float = 0.5
     nms_iou: float = 0.3
     threads: int = 1
+    remote: str = ""
+    remote_jpeg_quality: int = 85
+    remote_max_side: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,29 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "facetrack-{stack_id}"
+    topic_prefix: str = "facetrack"
+    qos: int = 1
+    keepalive_s: int = 15
+    queue_size: int = 1000
+    reconnect_max_s: float = 5.0
+    metrics_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    host: str = "127.0.0.1"
+    port: int = 8554
+    path: str = "/facetrack"
+    fps: int = 30
+    bitrate_kbps: int = 1500
+    gst_python: str = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
 class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     bus: BusConfig = field(default_factory=BusConfig)
@@ -116,6 +142,8 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     source_path: str = ""
 
     @property
@@ -132,7 +160,8 @@ _CHOICES = {
     "detector.variant": {"full", "short"},
     "detector.backend": {"tvm", "torchscript", "torch"},
     "tracker.kind": {"kcf", "csrt", "mosse", "none"},
-    "sink.kind": {"live", "recorder"},
+    "sink.kind": {"live", "recorder", "mqtt", "rtsp"},
+    "mqtt.qos": {0, 1, 2},
     "identity.backend": {"tvm", "torchscript", "onnxruntime", "torch"},
 }
 _POSITIVE = {
@@ -145,6 +174,10 @@ _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px"}
 _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
                    "identity.match_iou"}
+# MQTT event sink, RTSP stream sink, remote detector.
+_POSITIVE |= {"mqtt.keepalive_s", "mqtt.queue_size", "mqtt.reconnect_max_s", "stream.fps", "stream.bitrate_kbps",
+              "detector.remote_jpeg_quality"}
+_NON_NEGATIVE |= {"mqtt.port", "mqtt.metrics_interval_s", "stream.port", "detector.remote_max_side"}
 
 
 def _check_type(key: str, value, annotation) -> object:
@@ -256,4 +289,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterabl
         raise ConfigError("config key 'tracker.interval_min': must not exceed tracker.interval_max")
     if cfg.identity.better_view < 1.0:
         raise ConfigError(f"config key 'identity.better_view': must be >= 1, got {cfg.identity.better_view!r}")
+    if cfg.detector.remote and not cfg.detector.remote.startswith("tcp://"):
+        raise ConfigError(f"config key 'detector.remote': expected \"\" or tcp://HOST:PORT, got {cfg.detector.remote!r}")
+    if cfg.detector.remote_jpeg_quality > 100:
+        raise ConfigError("config key 'detector.remote_jpeg_quality': must be <= 100")
     return _expand(cfg)
