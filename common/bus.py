@@ -8,6 +8,7 @@ the producer or growing a queue without bound.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ import zmq
 from common.messages import MessageError, decode, encode
 
 log = logging.getLogger(__name__)
+
+MALFORMED_LOG_S = 5.0  # at most one summary line of malformed messages this often
 
 
 def ensure_ipc_dir(endpoint: str) -> None:
@@ -85,10 +88,18 @@ class Subscriber:
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.malformed = 0
+        # Malformed messages: every one is counted; the log gets the first at once, then at
+        # most one summary line per MALFORMED_LOG_S (a flood of garbage must not flood the log).
+        self._unlogged = 0
+        self._last_error: MessageError | None = None
+        self._next_log = 0.0
+        # Queue depth: how many messages were waiting each time the loop came back for more.
+        self.depths: collections.deque[int] = collections.deque(maxlen=256)
 
     def recv(self, timeout_ms: int | None = None):
         """The next valid message, or None when `timeout_ms` passes without one."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        self._report()
         while True:
             wait = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             if not self.poller.poll(wait):
@@ -102,11 +113,14 @@ class Subscriber:
     def drain(self) -> list:
         """Every valid message already queued, oldest first, without waiting."""
         out = []
+        waiting = 0
         while True:
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                self.depths.append(waiting)
                 return out
+            waiting += 1
             msg = self._decode(parts)
             if msg is not None:
                 out.append(msg)
@@ -116,8 +130,29 @@ class Subscriber:
             return decode(parts)
         except MessageError as exc:
             self.malformed += 1
-            log.warning("dropped malformed message #%d: %s", self.malformed, exc)
+            self._unlogged += 1
+            self._last_error = exc
+            self._report()
             return None
+
+    def _report(self) -> None:
+        """Log what was dropped since the last line, if it is time to."""
+        if not self._unlogged or time.monotonic() < self._next_log:
+            return
+        if self._unlogged == 1:
+            log.warning("dropped malformed message #%d: %s", self.malformed, self._last_error)
+        else:
+            log.warning("dropped %d more malformed messages (%d in all); the latest: %s",
+                        self._unlogged, self.malformed, self._last_error)
+        self._unlogged = 0
+        self._next_log = time.monotonic() + MALFORMED_LOG_S
+
+    def queue_stats(self) -> dict[str, float]:
+        """Messages found waiting per loop (median and max of the recent loops), for metrics."""
+        if not self.depths:
+            return {"queue_depth_p50": 0.0, "queue_depth_max": 0.0}
+        ordered = sorted(self.depths)
+        return {"queue_depth_p50": float(ordered[len(ordered) // 2]), "queue_depth_max": float(ordered[-1])}
 
     def close(self) -> None:
         self.sock.close(0)

@@ -61,6 +61,7 @@ class DetectorConfig:
     score_threshold: float = 0.5
     nms_iou: float = 0.3
     threads: int = 1
+    deadline_s: float = 5.0
     remote: str = ""
     remote_jpeg_quality: int = 85
     remote_max_side: int = 0
@@ -101,6 +102,7 @@ class SinkConfig:
     http_port: int = 8080
     jpeg_quality: int = 80
     record_dir: str = "{run_dir}/records"
+    privacy_port: int = 8081
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,13 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class WatchdogConfig:
+    silent_periods: int = 3
+    backoff_s: float = 2.0
+    backoff_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     bus: BusConfig = field(default_factory=BusConfig)
@@ -142,6 +151,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     source_path: str = ""
@@ -160,7 +170,7 @@ _CHOICES = {
     "detector.variant": {"full", "short"},
     "detector.backend": {"tvm", "torchscript", "torch"},
     "tracker.kind": {"kcf", "csrt", "mosse", "none"},
-    "sink.kind": {"live", "recorder", "mqtt", "rtsp"},
+    "sink.kind": {"live", "recorder", "mqtt", "rtsp", "jsonl", "privacy"},
     "mqtt.qos": {0, 1, 2},
     "identity.backend": {"tvm", "torchscript", "onnxruntime", "torch"},
 }
@@ -174,6 +184,9 @@ _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px"}
 _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
                    "identity.match_iou"}
+# Watchdog (services/watchdog.py) and the privacy view.
+_POSITIVE |= {"detector.deadline_s", "watchdog.silent_periods", "watchdog.backoff_s", "watchdog.backoff_max_s"}
+_NON_NEGATIVE |= {"sink.privacy_port"}
 # MQTT event sink, RTSP stream sink, remote detector.
 _POSITIVE |= {"mqtt.keepalive_s", "mqtt.queue_size", "mqtt.reconnect_max_s", "stream.fps", "stream.bitrate_kbps",
               "detector.remote_jpeg_quality"}
@@ -293,4 +306,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterabl
         raise ConfigError(f"config key 'detector.remote': expected \"\" or tcp://HOST:PORT, got {cfg.detector.remote!r}")
     if cfg.detector.remote_jpeg_quality > 100:
         raise ConfigError("config key 'detector.remote_jpeg_quality': must be <= 100")
+    if cfg.detector.deadline_s <= 2 * cfg.monitor.interval_s:
+        raise ConfigError(f"config key 'detector.deadline_s': must exceed 2 x monitor.interval_s "
+                          f"({2 * cfg.monitor.interval_s:g} s): a healthy detector reports once a period")
     return _expand(cfg)

@@ -9,6 +9,7 @@ ring (common/frame_ring.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -199,4 +200,38 @@ def decode(frames: typing.Sequence[bytes]):
         raise MessageError(f"{cls.__name__}: body is not msgpack ({type(exc).__name__})") from None
     if isinstance(data, dict) and data.get("v") != VERSION:
         raise MessageError(f"{cls.__name__}: version {data.get('v')!r} not supported (expected {VERSION})")
-    return _build(cls, data)
+    msg = _build(cls, data)
+    check = _SEMANTIC_CHECKS.get(cls)
+    if check is not None:
+        check(msg)
+    return msg
+
+
+def _finite_box(where: str, box) -> None:
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise MessageError(f"{where}: a box is 4 finite numbers [x1, y1, x2, y2], got {box!r:.80}")
+
+
+def _check_detections(msg: Detections) -> None:
+    """Shapes the types alone do not say: a receiver indexes these without more checks."""
+    for box in msg.boxes:
+        _finite_box("Detections.boxes", box)
+    if len(msg.scores) != len(msg.boxes):
+        raise MessageError(f"Detections: {len(msg.scores)} scores for {len(msg.boxes)} boxes")
+    if msg.keypoints and len(msg.keypoints) != len(msg.boxes):
+        raise MessageError(f"Detections: {len(msg.keypoints)} keypoint sets for {len(msg.boxes)} boxes")
+
+
+def _check_tracks(msg: Tracks) -> None:
+    for track in msg.tracks:
+        _finite_box("Tracks.tracks.box", track.box)
+    if msg.detect_every < 1:
+        raise MessageError(f"Tracks.detect_every: must be >= 1, got {msg.detect_every}")
+
+
+def _check_frame(msg: Frame) -> None:
+    if msg.slot < 0 or msg.width <= 0 or msg.height <= 0:
+        raise MessageError(f"Frame: slot/width/height out of range ({msg.slot}, {msg.width}, {msg.height})")
+
+
+_SEMANTIC_CHECKS = {Detections: _check_detections, Tracks: _check_tracks, Frame: _check_frame}

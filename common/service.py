@@ -55,11 +55,33 @@ class StageStats:
         self.times_ms: collections.deque[float] = collections.deque(maxlen=window)
         self.extra: dict[str, float] = {}
         self._out_times: collections.deque[float] = collections.deque(maxlen=window)
+        self._window = window
+        self._latencies: dict[str, collections.deque[float]] = {}
 
     def processed(self, ms: float) -> None:
         self.frames_out += 1
         self.times_ms.append(ms)
         self._out_times.append(time.monotonic())
+
+    def latency(self, name: str, seconds: float) -> None:
+        """One frame's latency between two points of the pipeline (wall-clock seconds).
+
+        Published as `lat_<name>_p50_ms` / `lat_<name>_p99_ms` in the metrics' extra map, e.g.
+        `capture_to_tracked` from Frame.t_capture to Tracks.t_tracked.
+        """
+        window = self._latencies.get(name)
+        if window is None:
+            window = self._latencies[name] = collections.deque(maxlen=self._window)
+        window.append(seconds * 1000)
+
+    def latency_extra(self) -> dict[str, float]:
+        out = {}
+        for name, window in self._latencies.items():
+            if window:
+                arr = np.fromiter(window, float)
+                out[f"lat_{name}_p50_ms"] = float(np.percentile(arr, 50))
+                out[f"lat_{name}_p99_ms"] = float(np.percentile(arr, 99))
+        return out
 
     def fps(self) -> float:
         now = time.monotonic()
@@ -101,7 +123,8 @@ class MetricsReporter:
             frames_in=self.stats.frames_in, frames_out=self.stats.frames_out,
             fps=self.stats.fps(), p50_ms=p50, p99_ms=p99, dropped=self.stats.dropped,
             errors=self.stats.errors, cpu_percent=self.proc.cpu_percent(None),
-            rss_bytes=self.proc.memory_info().rss, extra={**self.stats.extra, **read_health()},
+            rss_bytes=self.proc.memory_info().rss,
+            extra={**self.stats.extra, **self.stats.latency_extra(), **read_health()},
         )
 
 

@@ -20,7 +20,8 @@ def serve(ctx: ServiceContext) -> None:
     proxy = threading.Thread(target=run_proxy, args=(bus.publish, bus.subscribe, bus.hwm, zctx),
                              name="proxy", daemon=True)
     proxy.start()
-    ctx.stop.wait()
+    while not ctx.stop.wait(ctx.config.monitor.interval_s / 2):
+        ctx.metrics.tick()  # cpu and rss of the proxy; and the watchdog sees it is alive
     zctx.term()  # the proxy raises ContextTerminated, closes its sockets and returns
     proxy.join(timeout=5)
 

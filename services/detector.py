@@ -78,7 +78,10 @@ def serve(ctx: ServiceContext) -> None:
                 frame_id=newest.frame_id, t_capture=newest.t_capture, t_in=t_in, t_out=t_out,
                 boxes=found.boxes, scores=found.scores, keypoints=found.keypoints))
             stats.processed((t_out - t_in) * 1000)
+            stats.latency("capture_to_infer", t_in - newest.t_capture)
+            stats.latency("capture_to_detected", t_out - newest.t_capture)
             stats.extra.update(skipped=skipped, every_n=every_n, stale_frames=reader.stale)
+            stats.extra.update(sub.queue_stats())
     finally:
         sub.close()
         reader.close()

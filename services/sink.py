@@ -23,30 +23,40 @@ from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
 from common.messages import Frame, Tracks
 from common.service import InputError, ServiceContext, run_service
+from common.messages import Metrics
+from services.sinks.jsonl import JsonLines
 from services.sinks.live_view import LiveView
+from services.sinks.privacy import PrivacyView
 from services.sinks.pairing import FramePairer, Paired
 from services.sinks.recorder import Recorder, session_dir
 
 log = logging.getLogger("sink")
 
-KINDS = ("live", "recorder")
+KINDS = ("live", "recorder", "jsonl", "privacy")
 MIN_PAIRING = 64  # frames kept waiting for tracks; the ring's slot count if larger
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, help="sink kind (default: sink.kind of the config)")
-    parser.add_argument("--port", type=int, help="live: HTTP port (default: sink.http_port; 0 = any free)")
+    parser.add_argument("--port", type=int, help="live, privacy: HTTP port (default: sink.http_port, "
+                        "sink.privacy_port; 0 = any free)")
     parser.add_argument("--out", help="recorder: write into exactly this directory")
 
 
 def make_sink(kind: str, ctx: ServiceContext):
     cfg, args = ctx.config, ctx.args
-    unused = {"live": ("--out", args.out), "recorder": ("--port", args.port)}[kind]
+    unused = {"live": ("--out", args.out), "recorder": ("--port", args.port), "privacy": ("--out", args.out),
+              "jsonl": ("--port/--out", args.port if args.port is not None else args.out)}.get(kind, ("", None))
     if unused[1] is not None:
         log.warning("%s is not used by a %s sink", unused[0], kind)
+    if kind == "jsonl":
+        return JsonLines(ctx.stop)
+    if kind == "privacy":
+        port = cfg.sink.privacy_port if args.port is None else args.port
+        return PrivacyView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id, cfg.monitor.interval_s)
     if kind == "live":
         port = cfg.sink.http_port if args.port is None else args.port
-        return LiveView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id)
+        return LiveView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id, cfg.monitor.interval_s)
     directory = Path(args.out) if args.out else session_dir(cfg.sink.record_dir, cfg.stack.id)
     return Recorder(directory)
 
@@ -69,6 +79,8 @@ class SinkLoop:
                 self.pairer.add_frame(msg)
             elif isinstance(msg, Tracks):
                 tracks.append(msg)
+            elif isinstance(msg, Metrics) and hasattr(self.sink, "on_metrics"):
+                self.sink.on_metrics(msg)
         if self.sink.latest_only:
             for older in tracks[:-1]:
                 self.pairer.skip(older)
@@ -93,15 +105,19 @@ class SinkLoop:
             if self.failed == 1 or self.failed % 100 == 0:
                 log.error("frame %d not handled (%d so far): %s", frame.frame_id, self.failed, exc)
             return
-        self.ctx.stats.processed((time.time() - tracks.t_capture) * 1000)
+        now = time.time()
+        self.ctx.stats.processed((now - tracks.t_capture) * 1000)
+        self.ctx.stats.latency("capture_to_sink", now - tracks.t_capture)
+        self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
-    def update_stats(self, malformed: int) -> None:
+    def update_stats(self, malformed: int, queue: dict[str, float] | None = None) -> None:
         stats = self.ctx.stats
         stats.dropped = self.pairer.dropped + self.stale
         stats.errors = malformed + self.failed
         stats.extra.update(self.sink.stats())
         stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
+        stats.extra.update(queue or {})
 
 
 def serve(ctx: ServiceContext, kind: str) -> None:
@@ -111,7 +127,8 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
+    topics = [Frame.TOPIC, Tracks.TOPIC] + ([Metrics.TOPIC] if hasattr(sink, "on_metrics") else [])
+    sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
     loop = SinkLoop(ctx, sink, reader)
     try:
@@ -119,7 +136,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
             first = sub.recv(timeout_ms=100)
             if first is not None:
                 loop.batch([first, *sub.drain()])
-            loop.update_stats(sub.malformed)
+            loop.update_stats(sub.malformed, sub.queue_stats())
             ctx.metrics.tick()
     finally:
         sink.close()

@@ -44,6 +44,7 @@ def serve(ctx: ServiceContext) -> None:
             newest = None
             for msg in [first, *sub.drain()]:
                 if isinstance(msg, Detections):
+                    stats.latency("detected_to_tracker", time.time() - msg.t_out)
                     if pending is not None and pending.frame_id < msg.frame_id:
                         stats.extra["detections_superseded"] = stats.extra.get("detections_superseded", 0) + 1
                     if pending is None or pending.frame_id < msg.frame_id:
@@ -64,11 +65,16 @@ def serve(ctx: ServiceContext) -> None:
             detections = None
             if pending is not None and pending.frame_id <= newest.frame_id:
                 detections, pending = to_frame_detections(pending), None
+            if detections is not None:
+                stats.extra["detection_age_frames"] = newest.frame_id - detections.frame_id
             tracks = manager.step(newest.frame_id, image, detections)
+            t_tracked = time.time()
             ctx.publisher.send(Tracks(
-                frame_id=newest.frame_id, t_capture=newest.t_capture, t_tracked=time.time(),
+                frame_id=newest.frame_id, t_capture=newest.t_capture, t_tracked=t_tracked,
                 tracks=tracks, detect_every=fixed_interval or manager.detect_interval,
                 detected=detections is not None))
+            stats.latency("capture_to_tracked", t_tracked - newest.t_capture)
+            stats.extra.update(sub.queue_stats())
             stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.update(manager.counters)
             stats.extra["tracks"] = len(tracks)

@@ -5,6 +5,7 @@
   /snapshot.jpg the newest annotated frame
   /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track)
   /healthz      200 while frames arrive, 503 before the first or after 5 s without one
+  /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
 
 The server runs in its own threads (one per client); the bus loop only hands the newest
 frame to `LatestFrame`, so a slow or stalled client skips frames and never slows the bus.
@@ -22,6 +23,7 @@ from services.sinks.drawing import colour_hex, draw_tracks
 from services.sinks.latest import LatestFrame
 from services.sinks.live_page import PAGE
 from services.sinks.pairing import Paired
+from services.sinks.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, MetricsTable
 
 log = logging.getLogger("sink.live")
 
@@ -48,7 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
-                 "/snapshot.jpg": self._snapshot, "/tracks.json": self._tracks, "/healthz": self._health}
+                 "/snapshot.jpg": self._snapshot, "/tracks.json": self._tracks, "/healthz": self._health,
+                 "/metrics": self._metrics}
         handler = route.get(self.path.split("?", 1)[0])
         if handler is None:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
@@ -90,6 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
                    json.dumps(body).encode())
 
+    def _metrics(self):
+        self._send(HTTPStatus.OK, PROMETHEUS_TYPE, self.server.view.metrics_table.render().encode())
+
     def _stream(self):
         view = self.server.view
         if not view.enter_stream():
@@ -119,8 +125,9 @@ class LiveView:
     needs_pixels = True
     latest_only = True
 
-    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str):
+    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics_period_s: float = 1.0):
         self.host, self.port = host, port
+        self.metrics_table = MetricsTable(metrics_period_s)
         self.latest = LatestFrame(jpeg_quality)
         self.page = PAGE.format(stack=stack).encode()
         self.streams = 0
@@ -144,6 +151,10 @@ class LiveView:
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
         self.latest.put(draw_tracks(paired.image, paired.tracks.tracks), record)
+
+    def on_metrics(self, msg) -> None:
+        """A Metrics message of any stage (the sink loop subscribes to them for this kind)."""
+        self.metrics_table.update(msg)
 
     def stats(self) -> dict[str, float]:
         return {"clients": self.streams, "jpeg_encoded": self.latest.encoded, "jpeg_ms": self.latest.encode_ms}

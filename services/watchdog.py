@@ -1,0 +1,248 @@
+"""The watchdog: restarts a hung detector through supervisord, reports stages that fall silent.
+
+    python -m services.watchdog [--config FILE] [--set K=V]     (program `watchdog`)
+
+It subscribes to `metrics`. Every stage publishes one Metrics message per monitor period
+from its main loop, so a loop that stops turning (a process stuck in one inference, stopped,
+deadlocked) stops its metrics while supervisord still calls it RUNNING.
+
+- Silent stages: no metrics for `watchdog.silent_periods` periods gives one WARNING line
+  ("stage X silent for N s (program P: STATE)") and one INFO line when it reports again; the
+  watchdog's own metrics carry `silent_stages` and `silent_<service>` = 1/0 (the live view's
+  `/metrics` and `facetrack monitor` show them). A stage whose program was stopped on purpose
+  is reported once and then no longer watched.
+- Hung detector: the same process (same pid, still RUNNING under supervisord) silent for
+  `detector.deadline_s` is killed with SIGKILL through supervisord's XML-RPC interface
+  (`supervisor.signalProcess` over the unix socket in $SUPERVISOR_SERVER_URL), and supervisord
+  starts it again (autorestart; the watchdog calls `startProcess` if it does not). SIGKILL,
+  because a process stuck in native code does not act on SIGTERM. Restarts back off: the
+  n-th restart in a row waits `watchdog.backoff_s * 2**(n-1)` (at most `backoff_max_s`)
+  after the previous one; a detector that stays healthy for `backoff_max_s` starts afresh.
+  A detector is judged only after its first metrics, so a slow model load is never a hang.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+
+from common.bus import Subscriber
+from common.messages import Metrics
+from common.service import ServiceContext, run_service
+
+log = logging.getLogger("watchdog")
+
+RESTARTABLE = "detector"  # programs whose name contains this get the deadline and restarts
+
+
+class Supervisor:
+    """supervisord's XML-RPC interface over its unix socket (or http://)."""
+
+    def __init__(self, url: str):
+        from supervisor.xmlrpc import SupervisorTransport
+
+        self.url = url
+        self.rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, url))
+
+    def processes(self) -> dict[str, dict]:
+        """program name -> getProcessInfo dict (statename, pid, start, ...)."""
+        out = {}
+        for info in self.rpc.supervisor.getAllProcessInfo():
+            name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
+            out[name] = info
+        return out
+
+    def kill(self, name: str) -> None:
+        self.rpc.supervisor.signalProcess(name, "KILL")
+
+    def start(self, name: str) -> None:
+        self.rpc.supervisor.startProcess(name, False)
+
+
+def supervisor_url(ctx: ServiceContext) -> str:
+    """supervisord tells its children where it listens; outside it, the run dir's socket."""
+    return os.environ.get("SUPERVISOR_SERVER_URL") or f"unix://{ctx.config.run_dir / 'supervisor.sock'}"
+
+
+@dataclass
+class Stage:
+    service: str
+    pid: int
+    last_seen: float          # monotonic time of its newest metrics
+    silent: bool = False
+    silent_since: float = 0.0
+
+
+@dataclass
+class Backoff:
+    """When the next restart of one program may happen."""
+    base_s: float
+    max_s: float
+    count: int = 0            # restarts in a row
+    last: float = float("-inf")
+
+    def wait_s(self) -> float:
+        return 0.0 if self.count == 0 else min(self.max_s, self.base_s * 2 ** (self.count - 1))
+
+    def ready(self, now: float) -> bool:
+        return now >= self.last + self.wait_s()
+
+    def restarted(self, now: float) -> None:
+        self.count += 1
+        self.last = now
+
+    def healthy(self, now: float) -> None:
+        if self.count and now - self.last >= self.max_s:
+            self.count = 0
+
+
+class Watchdog:
+    def __init__(self, ctx: ServiceContext, supervisor: Supervisor | None):
+        cfg = ctx.config
+        self.ctx = ctx
+        self.supervisor = supervisor
+        self.period = cfg.monitor.interval_s
+        self.silent_after = cfg.watchdog.silent_periods * self.period
+        self.deadline = cfg.detector.deadline_s
+        self.stages: dict[str, Stage] = {}
+        self.backoff: dict[str, Backoff] = {}
+        self.restarts = 0
+        self.deferred_logged: set[str] = set()
+        self.rpc_errors = 0
+
+    def seen(self, msg: Metrics, now: float) -> None:
+        if msg.service == self.ctx.name:
+            return
+        stage = self.stages.get(msg.service)
+        if stage is None:
+            log.info("watching stage %s (pid %d)", msg.service, msg.pid)
+            self.stages[msg.service] = Stage(msg.service, msg.pid, now)
+            return
+        if stage.silent:
+            log.info("stage %s reporting again after %.1f s (pid %d)", msg.service, now - stage.silent_since, msg.pid)
+            stage.silent = False
+        stage.pid, stage.last_seen = msg.pid, now
+
+    def _programs(self) -> dict[str, dict] | None:
+        if self.supervisor is None:
+            return None
+        try:
+            return self.supervisor.processes()
+        except (OSError, xmlrpc.client.Error) as exc:
+            self.rpc_errors += 1
+            if self.rpc_errors == 1 or self.rpc_errors % 100 == 0:
+                log.warning("supervisord at %s not reachable (%d times): %s", self.supervisor.url, self.rpc_errors, exc)
+            return None
+
+    def check(self, now: float) -> None:
+        programs = self._programs()
+        by_pid = {info["pid"]: name for name, info in (programs or {}).items() if info["pid"]}
+        for service, stage in list(self.stages.items()):
+            quiet = now - stage.last_seen
+            program = by_pid.get(stage.pid)
+            state = programs[program]["statename"] if program else None
+            if quiet > self.silent_after and not stage.silent:
+                stage.silent, stage.silent_since = True, stage.last_seen
+                where = f"program {program}: {state}" if program else (
+                    "its pid is no longer a supervisord program" if programs is not None else "supervisord not reachable")
+                log.warning("stage %s silent for %.1f s (pid %d, %s)", service, quiet, stage.pid, where)
+            if programs is not None and program is None and stage.silent:
+                # The process is gone: stopped on purpose, or restarted under a new pid (whose
+                # metrics re-register it). Stop watching the old one.
+                del self.stages[service]
+                continue
+            if program and RESTARTABLE in program:
+                self._deadline(service, stage, program, state, quiet, now)
+
+    def _deadline(self, service: str, stage: Stage, program: str, state: str, quiet: float, now: float) -> None:
+        backoff = self.backoff.setdefault(program, Backoff(self.ctx.config.watchdog.backoff_s,
+                                                           self.ctx.config.watchdog.backoff_max_s))
+        if quiet <= self.deadline:
+            backoff.healthy(now)
+            self.deferred_logged.discard(program)
+            return
+        if state != "RUNNING":
+            return
+        if not backoff.ready(now):
+            if program not in self.deferred_logged:
+                self.deferred_logged.add(program)
+                log.warning("%s hung again (pid %d, silent %.1f s): restart deferred %.1f s (back-off)",
+                            program, stage.pid, quiet, backoff.last + backoff.wait_s() - now)
+            return
+        log.error("%s hung: pid %d silent for %.1f s (deadline %.1f s): killing it through supervisord "
+                  "(restart %d in a row)", program, stage.pid, quiet, self.deadline, backoff.count + 1)
+        try:
+            self.supervisor.kill(program)
+        except (OSError, xmlrpc.client.Error) as exc:
+            log.error("%s: supervisord could not kill pid %d: %s", program, stage.pid, exc)
+            return
+        backoff.restarted(now)
+        self.restarts += 1
+        self.deferred_logged.discard(program)
+        self._ensure_started(program)
+        del self.stages[service]  # the new process registers with its first metrics
+
+    def _ensure_started(self, program: str) -> None:
+        """supervisord restarts a killed autorestart program; start it if it did not."""
+        for _ in range(20):
+            time.sleep(0.1)
+            try:
+                state = self.supervisor.processes().get(program, {}).get("statename")
+                if state in ("STARTING", "RUNNING", "BACKOFF"):
+                    return
+                if state in ("EXITED", "STOPPED", "FATAL"):
+                    self.supervisor.start(program)
+                    return
+            except xmlrpc.client.Fault as exc:
+                log.warning("%s: start after kill: %s", program, exc.faultString)
+                return
+            except OSError:
+                return
+
+    def extra(self) -> dict[str, float]:
+        out = {"restarts": self.restarts, "silent_stages": sum(s.silent for s in self.stages.values()),
+               "watched_stages": len(self.stages), "rpc_errors": self.rpc_errors}
+        out.update({f"silent_{s.service}": float(s.silent) for s in self.stages.values()})
+        return out
+
+
+def serve(ctx: ServiceContext) -> None:
+    cfg = ctx.config
+    url = supervisor_url(ctx)
+    supervisor = Supervisor(url)
+    log.info("supervisord at %s; detector deadline %.1f s, silent after %d periods of %.1f s",
+             url, cfg.detector.deadline_s, cfg.watchdog.silent_periods, cfg.monitor.interval_s)
+    dog = Watchdog(ctx, supervisor)
+    sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000))
+    stats = ctx.stats
+    next_check = time.monotonic() + cfg.monitor.interval_s
+    try:
+        while not ctx.stop.is_set():
+            msg = sub.recv(timeout_ms=200)
+            now = time.monotonic()
+            for m in ([msg, *sub.drain()] if msg is not None else []):
+                stats.frames_in += 1
+                dog.seen(m, now)
+            stats.errors = sub.malformed
+            if now >= next_check:
+                next_check = now + min(cfg.monitor.interval_s, cfg.detector.deadline_s / 4)
+                t0 = time.perf_counter()
+                dog.check(now)
+                stats.processed((time.perf_counter() - t0) * 1000)
+            stats.extra.clear()  # stages no longer watched leave no stale flags
+            stats.extra.update(dog.extra())
+            stats.extra.update(sub.queue_stats())
+            ctx.metrics.tick()
+    finally:
+        sub.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service("watchdog", serve, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
