@@ -33,6 +33,7 @@ from services.sinks.recorder import Recorder, session_dir
 log = logging.getLogger("sink")
 
 KINDS = ("live", "recorder", "jsonl", "privacy")
+KINDS += ("mqtt", "rtsp")  # MQTT events (services/sinks/mqtt_events.py), RTSP stream (services/sinks/stream.py)
 MIN_PAIRING = 64  # frames kept waiting for tracks; the ring's slot count if larger
 
 
@@ -45,6 +46,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def make_sink(kind: str, ctx: ServiceContext):
     cfg, args = ctx.config, ctx.args
+    if kind == "mqtt":  # imported here: paho-mqtt and the RTSP helper concern these kinds only
+        from services.sinks.mqtt_events import MqttEvents
+        return MqttEvents(cfg)
+    if kind == "rtsp":
+        from services.sinks.stream import RtspStream
+        return RtspStream(cfg)
     unused = {"live": ("--out", args.out), "recorder": ("--port", args.port), "privacy": ("--out", args.out),
               "jsonl": ("--port/--out", args.port if args.port is not None else args.out)}.get(kind, ("", None))
     if unused[1] is not None:

@@ -1,0 +1,305 @@
+"""MQTT event sink: track events, the stack's online/offline status and stage metrics, as JSON.
+
+Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`):
+
+  <prefix>/<stack>/status             retained, QoS 1: {"state": "online"|"offline", ...}; the
+                                      broker publishes "offline" itself (MQTT last will) when the
+                                      connection dies without a goodbye (process killed, network lost)
+  <prefix>/<stack>/tracks/started     QoS mqtt.qos (1): a track id first published as confirmed
+  <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
+  <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
+  <prefix>/<stack>/metrics/<service>  QoS 0, every mqtt.metrics_interval_s: that stage's Metrics
+
+Every payload is one JSON object with `v` (payload version, now 1), `event`, `stack`, `t`
+(wall-clock seconds when published) and, for track events, `session` (random per sink start)
+and `seq` (0, 1, 2 ... per session): a consumer sees a lost event as a gap in `seq` and a
+duplicate (QoS 1 is at-least-once) as a repeated one.
+
+The broker may go away: paho-mqtt reconnects by itself (backing off to mqtt.reconnect_max_s)
+and keeps every QoS>0 message it has not seen acknowledged (resent after the reconnect), at most
+mqtt.queue_size of them. An event beyond that bound is not queued: it is counted in the sink's
+metrics as `events_dropped`. Nothing here ever blocks the bus loop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from common.bus import Subscriber
+from common.config import Config
+from common.messages import Identity, Metrics, Tracks
+from services.sinks.pairing import Paired
+
+log = logging.getLogger("sink.mqtt")
+
+PAYLOAD_VERSION = 1
+EVENTS = ("started", "ended", "identified")
+MAX_NAMES = 1024  # identities kept for tracks not (yet) seen; the oldest are forgotten
+
+
+def status_topic(prefix: str, stack: str) -> str:
+    return f"{prefix}/{stack}/status"
+
+
+def track_topic(prefix: str, stack: str, event: str) -> str:
+    return f"{prefix}/{stack}/tracks/{event}"
+
+
+def metrics_topic(prefix: str, stack: str, service: str) -> str:
+    return f"{prefix}/{stack}/metrics/{service}"
+
+
+@dataclass
+class TrackLife:
+    """What the sink remembers of one live track."""
+    track_id: int
+    first_frame_id: int
+    t_first: float  # t_capture of the first confirmed frame
+    last_frame_id: int
+    t_last: float  # t_capture of the last frame the track was confirmed on
+    frames: int = 1
+    best: dict = field(default_factory=dict)  # {"width", "height", "frame_id"} of the largest box
+    name: str | None = None
+
+    def see(self, frame_id: int, t_capture: float, box: list[float]) -> None:
+        w, h = box[2] - box[0], box[3] - box[1]
+        if not self.best or w * h > self.best["width"] * self.best["height"]:
+            self.best = {"width": round(w, 1), "height": round(h, 1), "frame_id": frame_id}
+        self.last_frame_id, self.t_last = frame_id, t_capture
+
+
+class TrackEvents:
+    """Turns the stream of Tracks (and Identity) messages into started/ended/identified events.
+
+    A track starts the first time its id is published as confirmed and ends on the first Tracks
+    message without its id (the tracker dropped it). Lost-state frames keep it alive but do not
+    count as seen. A frame id that goes back (a restarted capture or tracker) ends every track.
+    Each event is (kind, fields) with kind in EVENTS.
+    """
+
+    def __init__(self):
+        self.live: dict[int, TrackLife] = {}
+        self.names: dict[int, tuple[str, float]] = {}
+        self.last_frame_id: int | None = None
+
+    def tracks(self, msg: Tracks, source_pos: int | None = None) -> list[tuple[str, dict]]:
+        events = []
+        if self.last_frame_id is not None and msg.frame_id < self.last_frame_id:
+            events += self.end_all("restart")
+        self.last_frame_id = msg.frame_id
+        present = set()
+        for t in msg.tracks:
+            present.add(t.id)
+            life = self.live.get(t.id)
+            if t.state != "confirmed":
+                continue
+            if life is None:
+                life = self.live[t.id] = TrackLife(t.id, msg.frame_id, msg.t_capture, msg.frame_id, msg.t_capture,
+                                                   frames=0)
+                name = self.names.get(t.id)
+                life.name = name[0] if name else None
+                events.append(("started", {
+                    "track_id": t.id, "frame_id": msg.frame_id, "source_pos": source_pos,
+                    "t_capture": msg.t_capture, "t_tracked": msg.t_tracked,
+                    "box": [round(v, 1) for v in t.box], "score": round(t.score, 4), "name": life.name}))
+            life.frames += 1
+            life.see(msg.frame_id, msg.t_capture, list(t.box))
+        for tid in [tid for tid in self.live if tid not in present]:
+            events.append(self._end(tid, "gone", msg.frame_id))
+        return events
+
+    def identity(self, msg: Identity) -> list[tuple[str, dict]]:
+        self.names[msg.track_id] = (msg.name, msg.distance)
+        while len(self.names) > MAX_NAMES:
+            del self.names[next(iter(self.names))]
+        life = self.live.get(msg.track_id)
+        if life is None or life.name == msg.name:
+            return []
+        life.name = msg.name
+        return [("identified", {"track_id": msg.track_id, "name": msg.name, "distance": round(msg.distance, 4),
+                                "frame_id": msg.frame_id})]
+
+    def end_all(self, reason: str) -> list[tuple[str, dict]]:
+        return [self._end(tid, reason, None) for tid in list(self.live)]
+
+    def _end(self, tid: int, reason: str, frame_id: int | None) -> tuple[str, dict]:
+        life = self.live.pop(tid)
+        self.names.pop(tid, None)
+        return ("ended", {
+            "track_id": tid, "reason": reason, "ended_frame_id": frame_id,
+            "first_frame_id": life.first_frame_id, "last_frame_id": life.last_frame_id, "frames": life.frames,
+            "t_first": life.t_first, "t_last": life.t_last, "duration_s": round(life.t_last - life.t_first, 4),
+            "best_face": life.best, "name": life.name})
+
+
+class MqttLink:
+    """One paho-mqtt client: connects in the background, reconnects, bounds what it keeps.
+
+    `publish` never blocks. Counters: published (handed to paho), dropped (QoS>0 refused because mqtt.queue_size messages were
+    unacknowledged), skipped (QoS 0 while disconnected), connects; `pending` is how many
+    QoS>0 messages paho holds unacknowledged now.
+    """
+
+    def __init__(self, cfg: Config, session: str):
+        m = cfg.mqtt
+        self.cfg = m
+        self.stack = cfg.stack.id
+        self.session = session
+        self.status = status_topic(m.topic_prefix, self.stack)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=True,
+                                  reconnect_on_failure=True)
+        self.client.max_queued_messages_set(m.queue_size)
+        self.client.reconnect_delay_set(min_delay=0.5, max_delay=max(0.5, m.reconnect_max_s))
+        self.client.will_set(self.status, self._status_payload("offline", "connection lost"), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.connected = threading.Event()
+        self.lock = threading.Lock()
+        self.published = self.dropped = self.skipped = self.connects = 0
+        self._online_mid: int | None = None
+
+    def _status_payload(self, state: str, reason: str) -> str:
+        return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
+                           "reason": reason, "session": self.session, "t": time.time()})
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        log.info("MQTT broker %s:%d, topics %s/%s/..., event QoS %d, queue %d", self.cfg.host, self.cfg.port,
+                 self.cfg.topic_prefix, self.stack, self.cfg.qos, self.cfg.queue_size)
+
+    def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker refused the connection: %s", reason)
+            return
+        with self.lock:
+            self.connects += 1
+        log.info("connected to MQTT broker %s:%d (connection %d)", self.cfg.host, self.cfg.port, self.connects)
+        self.connected.set()
+        client.publish(self.status, self._status_payload("online", "connected"), qos=1, retain=True)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT broker connection lost (%s): reconnecting; events are kept (at most %d)",
+                        reason, self.cfg.queue_size)
+        self.connected.clear()
+
+    def publish(self, topic: str, payload: dict, qos: int) -> bool:
+        """Hand one message to paho; False when it was dropped (queue full) or skipped (QoS 0, offline)."""
+        if qos == 0 and not self.connected.is_set():
+            self.skipped += 1
+            return False
+        info = self.client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=qos)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("MQTT queue full (%d unacknowledged): %d events dropped so far",
+                            self.cfg.queue_size, self.dropped)
+            return False
+        if qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.skipped += 1
+            return False
+        self.published += 1
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Messages paho still holds: QoS>0 ones not yet acknowledged by the broker (the bounded queue)."""
+        return len(getattr(self.client, "_out_messages", ()))  # paho-mqtt 2.1 (pinned) keeps them there
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Say goodbye: status offline (retained), wait a moment for what is queued, disconnect."""
+        deadline = time.monotonic() + timeout
+        if self.connected.is_set():
+            info = self.client.publish(self.status, self._status_payload("offline", "stopped"), qos=1, retain=True)
+            while self.pending > 0 and time.monotonic() < deadline and self.connected.is_set():
+                time.sleep(0.02)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class MqttEvents:
+    """The `mqtt` sink kind."""
+    needs_pixels = False
+    latest_only = False
+
+    def __init__(self, cfg: Config, link: MqttLink | None = None):
+        self.cfg = cfg
+        self.stack = cfg.stack.id
+        self.prefix = cfg.mqtt.topic_prefix
+        self.session = secrets.token_hex(4)
+        self.link = link or MqttLink(cfg, self.session)
+        self.events = TrackEvents()
+        self.seq = 0
+        self.counts = {kind: 0 for kind in EVENTS}
+        self.metrics: dict[str, Metrics] = {}
+        self._next_metrics = 0.0
+        self._sub: Subscriber | None = None
+
+    def start(self) -> None:
+        # Metrics and identities come on a subscriber of this kind's own (the sink loop
+        # delivers frames and tracks); it is drained without waiting, from the loop's calls.
+        self._sub = Subscriber(self.cfg.bus.subscribe, [Metrics.TOPIC, Identity.TOPIC], hwm=1000)
+        self.link.start()
+
+    def handle(self, paired: Paired) -> None:
+        self._poll()
+        self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos))
+
+    def _poll(self) -> None:
+        if self._sub is not None:
+            for msg in self._sub.drain():
+                if isinstance(msg, Identity):
+                    self._emit(self.events.identity(msg))
+                elif isinstance(msg, Metrics):
+                    self.metrics[msg.service] = msg
+        self._metrics_tick()
+
+    def _emit(self, events: list[tuple[str, dict]]) -> None:
+        for kind, fields in events:
+            payload = {"v": PAYLOAD_VERSION, "event": f"track_{kind}", "stack": self.stack,
+                       "session": self.session, "seq": self.seq, "t": time.time(), **fields}
+            self.seq += 1
+            self.counts[kind] += 1
+            self.link.publish(track_topic(self.prefix, self.stack, kind), payload, self.cfg.mqtt.qos)
+
+    def _metrics_tick(self) -> None:
+        period = self.cfg.mqtt.metrics_interval_s
+        now = time.monotonic()
+        if period <= 0 or now < self._next_metrics or not self.metrics:
+            return
+        self._next_metrics = now + period
+        for service, m in sorted(self.metrics.items()):
+            payload = {"v": PAYLOAD_VERSION, "event": "metrics", "stack": self.stack, "service": service,
+                       "t": time.time(), "t_metrics": m.t, "pid": m.pid, "fps": round(m.fps, 2),
+                       "frames_in": m.frames_in, "frames_out": m.frames_out, "p50_ms": round(m.p50_ms, 2),
+                       "p99_ms": round(m.p99_ms, 2), "dropped": m.dropped, "errors": m.errors,
+                       "cpu_percent": m.cpu_percent, "rss_bytes": m.rss_bytes, "extra": m.extra}
+            self.link.publish(metrics_topic(self.prefix, self.stack, service), payload, 0)
+
+    def stats(self) -> dict[str, float]:
+        self._poll()  # the sink loop asks for stats every turn, frames or not
+        link = self.link
+        return {"events_started": self.counts["started"], "events_ended": self.counts["ended"],
+                "events_identified": self.counts["identified"], "events_published": link.published,
+                "events_pending": link.pending, "events_dropped": link.dropped,
+                "metrics_skipped": link.skipped, "mqtt_connected": float(link.connected.is_set()),
+                "mqtt_connects": link.connects, "live_tracks": len(self.events.live)}
+
+    def close(self) -> None:
+        # Tracks still live are not ended here: the stack may come back and continue them;
+        # the status going offline tells the consumer that nothing more will come for now.
+        self.link.close()
+        if self._sub is not None:
+            self._sub.close()
+        log.info("events: %s, %d dropped", self.counts, self.link.dropped)

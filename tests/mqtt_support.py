@@ -1,0 +1,131 @@
+"""A real mosquitto for tests, and an MQTT client that records what arrives.
+
+`Mosquitto` runs the Debian `mosquitto` binary (the Makefile's apt list installs it) on a free
+loopback port with a config of its own in a temporary directory, persistence on, so it can be
+stopped and started again on the same port mid-test with the sessions of persistent clients
+kept (as a broker restart in the field would). `Collector` subscribes with a persistent
+session (clean_session false, QoS 1), so what is published while it is reconnecting after a
+broker restart is queued for it by the broker instead of being lost to the test.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+_ids = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    def __init__(self, directory: Path, port: int | None = None):
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(binary).exists(), "mosquitto is missing: `make apt` installs it (Debian package mosquitto)"
+        self.binary = binary
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.dir}/\n"
+            "autosave_interval 1\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            "log_dest stderr\n"
+            "max_queued_messages 100000\n")
+        self.log_path = self.dir / "mosquitto.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> "Mosquitto":
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=self._log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            assert self.proc.poll() is None, f"mosquitto exited: {self.log()}"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"mosquitto not listening on {self.port}: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class Collector:
+    """Subscribes to `topic` and keeps (topic, payload dict, arrival time, retained) in `messages`."""
+
+    def __init__(self, port: int, topic: str = "facetrack/#", persistent: bool = True):
+        self.messages: list[tuple[str, dict, float, bool]] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.topic = topic
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{next(_ids)}-{port}",
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.client.connect_async("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+        assert self.connected.wait(10), "collector could not connect to mosquitto"
+
+    def _on_connect(self, client, _u, _flags, reason, _p):
+        if not reason.is_failure:
+            client.subscribe(self.topic, qos=1)
+            self.connected.set()
+
+    def _on_message(self, _c, _u, msg):
+        with self.lock:
+            self.messages.append((msg.topic, json.loads(msg.payload), time.time(), bool(msg.retain)))
+
+    def select(self, suffix: str, stack: str | None = None) -> list[dict]:
+        with self.lock:
+            return [p for t, p, _, _ in self.messages if suffix in t and (stack is None or p.get("stack") == stack)]
+
+    def timed(self, suffix: str) -> list[tuple[dict, float]]:
+        with self.lock:
+            return [(p, at) for t, p, at, _ in self.messages if suffix in t]
+
+    def wait(self, pred, timeout: float = 15.0, what: str = "condition") -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return
+            time.sleep(0.05)
+        with self.lock:
+            tail = self.messages[-10:]
+        raise AssertionError(f"MQTT: {what} not met in {timeout} s; last messages: {tail}")
+
+    def statuses(self, stack: str) -> list[str]:
+        return [p["state"] for p in self.select("/status", stack)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,176 @@
+"""The MQTT event sink against a real mosquitto: events, status and last will, broker restarts.
+
+The test plays capture and tracker (tests/test_sink_support.py: a real ring and proxy, the real
+`python -m services.sink --kind mqtt` subprocess) with a scripted scene: track 100+i lives on
+frames [10 i, 10 i + 8), its box growing, so every track starts and ends. What the sink must
+publish is computed from what was sent by the same state machine run here (TrackEvents), and
+compared event by event with what a real MQTT client received from a real broker.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from common.messages import Identity, Track, Tracks
+from mqtt_support import Collector, Mosquitto, free_port
+from services.sinks.mqtt_events import TrackEvents
+from test_sink_support import stack  # noqa: F401
+
+LIFE, PERIOD = 8, 10  # frames a scripted track lives, frames between two track starts
+
+
+def scripted(k: int) -> list[Track]:
+    i, age = divmod(k, PERIOD)
+    if age >= LIFE:
+        return []
+    x, y, size = 40 + 10 * (i % 5), 30, 60 + 5 * age
+    return [Track(id=100 + i, box=[x, y, x + size, y + size], score=0.9, state="confirmed", age=age)]
+
+
+def expected_events(stack) -> list[tuple[str, int]]:
+    machine = TrackEvents()
+    out = []
+    for k in sorted(stack.sent):
+        out += [(kind, fields["track_id"]) for kind, fields in machine.tracks(stack.sent[k][1])]
+    return out
+
+
+def received(collector: Collector, stack_id: str) -> list[tuple[str, int]]:
+    """(kind, track id) in seq order, duplicates (QoS 1 redelivery) removed."""
+    by_seq = {}
+    for p in collector.select("", stack_id):
+        if p["event"].startswith("track_"):
+            by_seq[(p["session"], p["seq"])] = (p["event"][len("track_"):], p["track_id"])
+    return [by_seq[key] for key in sorted(by_seq)]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path / "mosquitto").start()
+    yield b
+    b.stop()
+
+
+def mqtt_sink(stack, port: int, *extra: str):
+    return stack.sink("--kind", "mqtt", f"--set=mqtt.port={port}", "--set=mqtt.metrics_interval_s=0.5",
+                      f"--set=mqtt.client_id=sink-{stack.stack_id}", *extra)
+
+
+def start_scene(stack, collector, sink) -> None:
+    """Frames without tracks until the sink is online and has handled one, then the scene from its frame 0."""
+    stack.tracks_for = lambda pos: []
+    sink.wait_log("connected to MQTT broker")
+    stack.publish_until(lambda: stack.newest_metrics("sink-mqtt") is not None and
+                        stack.newest_metrics("sink-mqtt").frames_out > 0)
+    collector.wait(lambda: "online" in collector.statuses(stack.stack_id), what="status online")
+    base = stack.next_id
+    stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
+
+
+def test_track_events_state_machine():
+    machine = TrackEvents()
+    t = lambda k, tracks: Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks)
+    box = lambda s: [10.0, 10.0, 10.0 + s, 10.0 + s]
+    assert machine.tracks(t(0, [Track(1, box(20), 0.9, "lost")])) == []  # never confirmed: nothing yet
+    ev = machine.tracks(t(1, [Track(1, box(20), 0.9, "confirmed")]), source_pos=7)
+    assert [(k, f["track_id"], f["frame_id"], f["source_pos"], f["t_tracked"]) for k, f in ev] == \
+        [("started", 1, 1, 7, 100.05 + 1 / 10)]
+    machine.tracks(t(2, [Track(1, box(50), 0.9, "confirmed")]))
+    assert machine.identity(Identity(track_id=1, frame_id=2, name="ada", distance=0.3, t=0.0))[0][1]["name"] == "ada"
+    assert machine.identity(Identity(track_id=1, frame_id=3, name="ada", distance=0.2, t=0.0)) == []  # no change
+    machine.tracks(t(3, [Track(1, box(30), 0.5, "lost")]))  # lost: alive, not seen
+    (kind, end), = machine.tracks(t(4, []))
+    assert kind == "ended" and end["reason"] == "gone" and end["ended_frame_id"] == 4
+    assert (end["first_frame_id"], end["last_frame_id"], end["frames"]) == (1, 2, 2)
+    assert end["duration_s"] == pytest.approx(0.1) and end["name"] == "ada"
+    assert end["best_face"] == {"width": 50.0, "height": 50.0, "frame_id": 2}
+    machine.tracks(t(9, [Track(2, box(20), 0.9, "confirmed")]))
+    assert [(k, f["reason"]) for k, f in machine.tracks(t(0, []))] == [("ended", "restart")]  # frame ids went back
+
+
+def test_events_status_and_metrics_reach_a_real_broker(stack, broker):  # noqa: F811
+    collector = Collector(broker.port)
+    sink = mqtt_sink(stack, broker.port)
+    try:
+        start_scene(stack, collector, sink)
+        stack.publish_n(5 * PERIOD, fps=40)  # five tracks start and end
+        want = expected_events(stack)
+        assert len(want) == 10
+        collector.wait(lambda: received(collector, stack.stack_id) == want, what="every track event")
+        started = {p["track_id"]: p for p in collector.select("/tracks/started", stack.stack_id)}
+        ended = {p["track_id"]: p for p in collector.select("/tracks/ended", stack.stack_id)}
+        sent = [stack.sent[k][1] for k in sorted(stack.sent)]
+        for tid, p in ended.items():
+            seen = [m for m in sent if any(tr.id == tid for tr in m.tracks)]
+            assert p["duration_s"] == pytest.approx(seen[-1].t_capture - seen[0].t_capture, abs=1e-3)
+            assert p["frames"] == LIFE and p["best_face"]["width"] == 60 + 5 * (LIFE - 1)
+            assert started[tid]["t_tracked"] == seen[0].t_tracked and started[tid]["v"] == 1
+        latency = [at - p["t_tracked"] for p, at in collector.timed("/tracks/started")]
+        print(f"track started -> MQTT arrival: max {max(latency) * 1000:.1f} ms over {len(latency)} events")
+        collector.wait(lambda: collector.select("/metrics/sink-mqtt", stack.stack_id), what="stage metrics")
+        assert collector.statuses(stack.stack_id)[-1] == "online"
+        assert sink.stop() == 0
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1] == "offline", what="status offline")
+        assert collector.select("/status", stack.stack_id)[-1]["reason"] == "stopped"
+    finally:
+        collector.close()
+
+
+def test_broker_restart_loses_no_event_and_last_will_marks_offline(stack, broker):  # noqa: F811
+    collector = Collector(broker.port)
+    sink = mqtt_sink(stack, broker.port)
+    try:
+        start_scene(stack, collector, sink)
+        with stack.publishing(fps=30):
+            time.sleep(1.0)
+            broker.stop()  # events meanwhile wait in the sink's queue
+            time.sleep(2.5)
+            broker.start()
+            sink.wait_log(r"connected to MQTT broker .* \(connection 2\)")
+            time.sleep(1.0)
+        want = expected_events(stack)
+        collector.wait(lambda: received(collector, stack.stack_id) == want, timeout=20,
+                       what=f"all {len(want)} events after the broker restart")
+        m = stack.wait_metrics("sink-mqtt", lambda m: m.extra.get("events_published", 0) >= len(want))
+        assert m.extra["events_dropped"] == 0 and m.extra["mqtt_connects"] >= 2
+        seqs = sorted({p["seq"] for p in collector.select("/tracks/", stack.stack_id)})
+        assert seqs == list(range(len(want)))
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1] == "online", what="online after restart")
+
+        os.kill(sink.proc.pid, signal.SIGKILL)  # no goodbye: the broker publishes the last will
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1] == "offline", what="last will")
+        assert collector.select("/status", stack.stack_id)[-1]["reason"] == "connection lost"
+        again = mqtt_sink(stack, broker.port)
+        again.wait_log("connected to MQTT broker")
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1] == "online", what="online again")
+    finally:
+        collector.close()
+
+
+def test_events_beyond_the_queue_bound_are_dropped_and_counted(stack, tmp_path):  # noqa: F811
+    """No broker while 10 events happen, queue of 4: 6 dropped, the first 4 delivered later."""
+    port = free_port()
+    broker = Mosquitto(tmp_path / "late-broker", port).start()
+    collector = Collector(port)  # a persistent session: the broker keeps it across its restart
+    broker.stop()
+    sink = mqtt_sink(stack, port, "--set=mqtt.queue_size=4")
+    try:
+        stack.publish_until(lambda: stack.newest_metrics("sink-mqtt") is not None and
+                            stack.newest_metrics("sink-mqtt").frames_out > 0)
+        base = stack.next_id
+        stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
+        stack.publish_n(5 * PERIOD, fps=40)
+        m = stack.wait_metrics("sink-mqtt", lambda m: m.extra.get("events_dropped", 0) +
+                               m.extra.get("events_published", 0) >= 10)
+        assert (m.extra["events_published"], m.extra["events_dropped"], m.extra["events_pending"]) == (4, 6, 4)
+        broker.start()
+        collector.wait(lambda: len(received(collector, stack.stack_id)) >= 4, timeout=20, what="the queued events")
+        time.sleep(0.5)
+        assert received(collector, stack.stack_id) == expected_events(stack)[:4]
+        assert sorted(p["seq"] for p in collector.select("/tracks/", stack.stack_id)) == [0, 1, 2, 3]
+    finally:
+        collector.close()
+        broker.stop()
