@@ -120,9 +120,40 @@ class Metrics:
     v: int = VERSION
 
 
-MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics)}
+@dataclass(frozen=True, slots=True)
+class FrameRequest:
+    """A remote detector is free: the next frame it should work on, please.
 
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    Sent by services/remote_detector.py to the board's frame forwarder (services/frame_forwarder.py)
+    over their own tcp channel, never on the bus; `detector` names the sender in logs.
+    """
+    TOPIC: typing.ClassVar[bytes] = b"frame_request"
+    detector: str
+    t: float
+    v: int = VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A frame's pixels as JPEG, for a detector on another host: the only way pixels leave a board.
+
+    Sent by the frame forwarder over its tcp channel only when `detector.remote` is set; the local
+    detector reads the ring and nothing is encoded. `width`/`height` are the frame's size in the
+    ring; the JPEG may be smaller (detector.remote_max_side) and boxes are scaled back to the frame.
+    """
+    TOPIC: typing.ClassVar[bytes] = b"jpeg_frame"
+    frame_id: int
+    t_capture: float
+    width: int
+    height: int
+    jpeg: bytes
+    v: int = VERSION
+
+
+MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
+                                                          FrameRequest, EncodedFrame)}
+
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "bytes": (bytes,)}
 
 
 def _plain(value):

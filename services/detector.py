@@ -40,6 +40,9 @@ def load(ctx: ServiceContext):
 
 
 def serve(ctx: ServiceContext) -> None:
+    if ctx.config.detector.remote:  # the model runs elsewhere: forward JPEG frames to it instead
+        from services.frame_forwarder import serve as forward
+        return forward(ctx)
     detector = load(ctx)
     cfg = ctx.config
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
