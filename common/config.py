@@ -86,7 +86,7 @@ class IdentityConfig:
     backend: str = "onnxruntime"
     model_dir: str = "models/build"
     threads: int = 1
-    threshold: float = 0.55
+    threshold: float = 0.5
     min_eye_px: float = 14.0
     better_view: float = 1.3
     max_embeds_per_track: int = 5
