@@ -78,6 +78,7 @@ class TrackerConfig:
     interval_min: int = 1
     interval_max: int = 10
     history: int = 64
+    rematch_dist: float = 1.0
 
 
 @dataclass(frozen=True)

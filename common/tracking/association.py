@@ -34,3 +34,25 @@ def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float):
     matched_t = {r for r, _ in matches}
     matched_d = {c for _, c in matches}
     return (matches, [i for i in range(n) if i not in matched_t], [j for j in range(m) if j not in matched_d])
+
+
+def associate_by_centre(track_boxes: np.ndarray, det_boxes: np.ndarray, max_dist: np.ndarray):
+    """Second chance for what IoU could not pair: a face that turned, changed size or whose
+    tracker drifted or froze. Distance between centres in units of the track's size
+    (sqrt of its area), assigned optimally, refused beyond each track's `max_dist`.
+    Same return as `associate`."""
+    n, m = len(track_boxes), len(det_boxes)
+    if n == 0 or m == 0:
+        return [], list(range(n)), list(range(m))
+    max_dist = np.broadcast_to(np.asarray(max_dist, dtype=np.float64), (n,))[:, None]
+    t = np.asarray(track_boxes, dtype=np.float64).reshape(-1, 4)
+    d = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
+    ct, cd = (t[:, :2] + t[:, 2:]) / 2, (d[:, :2] + d[:, 2:]) / 2
+    size = np.sqrt(np.maximum(np.prod(t[:, 2:] - t[:, :2], axis=1), 1e-6))
+    dist = np.linalg.norm(ct[:, None, :] - cd[None, :, :], axis=2) / size[:, None]
+    ok = dist <= max_dist
+    rows, cols = linear_sum_assignment(np.where(ok, dist, 1e6))
+    matches = [(int(r), int(c)) for r, c in zip(rows, cols) if ok[r, c]]
+    matched_t = {r for r, _ in matches}
+    matched_d = {c for _, c in matches}
+    return (matches, [i for i in range(n) if i not in matched_t], [j for j in range(m) if j not in matched_d])

@@ -30,13 +30,14 @@ import numpy as np
 from common.config import TrackerConfig
 from common.messages import Detections, Track
 
-from .association import associate, iou_matrix
+from .association import associate, associate_by_centre, iou_matrix
 from .interval import DetectInterval
 from .trackers import create_tracker
 
 log = logging.getLogger(__name__)
 
 TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
+REMATCH_GROWTH = 0.1  # per frame unseen: the centre-distance gate doubles after 10 frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class TrackManager:
         boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
         then = [tr.box_at(k) for tr in self._tracks]
         matches, lone_tracks, new_dets = associate(np.array(then).reshape(-1, 4), boxes, self.cfg.match_iou)
+        matches, lone_tracks, new_dets = self._second_chance(matches, lone_tracks, new_dets, then, boxes)
         unstable = bool(new_dets) or self._failures_since_det > 0
         self._failures_since_det = 0
         for ti, di in matches:
@@ -177,12 +179,25 @@ class TrackManager:
             if tr.state == TENTATIVE:
                 tr.since_match = self.cfg.max_lost + 1  # probation failed: ended below
                 continue
-            unstable = True
             if self.cfg.kind == "none":
                 tr.state = LOST
         for di in new_dets:
             self._start(boxes[di], float(det.scores[di]), k, image, frame_id)
         self._interval.update(unstable)
+
+    def _second_chance(self, matches, lone_tracks, new_dets, then, boxes):
+        """Pair published tracks and detections that IoU left alone by centre distance; the
+        gate widens by REMATCH_GROWTH face sizes per frame unseen (the longer a face was
+        missed, the further it may have gone: turned away, walked behind something)."""
+        published = [ti for ti in lone_tracks if self._tracks[ti].state != TENTATIVE]
+        if not published or not new_dets or self.cfg.rematch_dist <= 0:
+            return matches, lone_tracks, new_dets
+        gate = [self.cfg.rematch_dist * (1 + REMATCH_GROWTH * self._tracks[ti].since_match) for ti in published]
+        extra, _, _ = associate_by_centre(np.array([then[ti] for ti in published]), boxes[new_dets], np.array(gate))
+        extra = [(published[a], new_dets[b]) for a, b in extra]
+        paired_t, paired_d = {t for t, _ in extra}, {d for _, d in extra}
+        return (matches + extra, [t for t in lone_tracks if t not in paired_t],
+                [d for d in new_dets if d not in paired_d])
 
     def _correct(self, tr: _Track, k: int, det_box: np.ndarray, then: np.ndarray, score: float,
                  image: np.ndarray, frame_id: int) -> bool:
