@@ -60,7 +60,7 @@ def preprocess(frame_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]
 def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, size: int,
            score_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw outputs -> (boxes xyxy, scores, keypoints (N, 6, 2)) in input pixels, above threshold."""
-    scores = 1 / (1 + np.exp(-np.clip(logits.reshape(-1), -100, 100)))
+    scores = 1 / (1 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100, 100)))
     keep = np.flatnonzero(scores >= score_threshold)
     raw = regressors.reshape(-1, 16)[keep]
     centre = anchors[keep] * size

@@ -1,0 +1,135 @@
+"""`facetrack eval-detector`: detection accuracy on every sequence of the test data.
+
+For each sequence and backend: precision and recall at IoU >= 0.5 against the gt boxes,
+the same under a "centre inside the gt box" rule, and the distribution of each gt box's
+best IoU. The OTB gt boxes cover the whole head while BlazeFace boxes the face, so a
+perfect detection scores IoU ~0.5 there: read the centre rule for OTB, IoU for WIDER.
+Also reports how far the TVM and TorchScript detections differ frame by frame.
+Prints one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .dataset import DATA_DIR, Sample, datasets
+from .runtime import Detections, load_detector
+
+log = logging.getLogger("facetrack.models.accuracy")
+SMALL_FACE_PX = 20  # WIDER: recall is also given for faces at least this wide
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def centre_inside(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """(D, G) 1.0 where detection d's centre lies inside gt box g."""
+    c = (dets[:, None, :2] + dets[:, None, 2:]) / 2
+    return np.all((c >= gts[None, :, :2]) & (c <= gts[None, :, 2:]), axis=2).astype(np.float32)
+
+
+def greedy_matches(score: np.ndarray, threshold: float) -> int:
+    """Detections (rows, best first) each take the best free gt (column) with score >= threshold."""
+    taken, n = set(), 0
+    for row in score:
+        for g in np.argsort(-row):
+            if row[g] < threshold:
+                break
+            if g not in taken:
+                taken.add(g)
+                n += 1
+                break
+    return n
+
+
+def evaluate(samples: list[Sample], results: list[Detections], min_face: float = 0) -> dict:
+    n_det = n_gt = n_gt_big = m_iou = m_centre = m_big = 0
+    best_iou = []
+    for (_, gts), det in zip(samples, results):
+        order = np.argsort(-det.scores)
+        boxes = det.boxes[order]
+        iou = iou_matrix(boxes, gts)
+        n_det += len(boxes)
+        n_gt += len(gts)
+        m_iou += greedy_matches(iou, 0.5)
+        m_centre += greedy_matches(centre_inside(boxes, gts) * (0.5 + iou), 0.5)
+        best_iou += list(iou.max(0)) if len(boxes) else [0.0] * len(gts)
+        if min_face:
+            big = (gts[:, 2] - gts[:, 0]) >= min_face
+            n_gt_big += int(big.sum())
+            m_big += greedy_matches(iou[:, big], 0.5)
+    best = np.asarray(best_iou)
+    out = {
+        "frames": len(samples), "gt": n_gt, "detections": n_det,
+        "iou50": {"precision": _ratio(m_iou, n_det), "recall": _ratio(m_iou, n_gt)},
+        "centre_in_gt": {"precision": _ratio(m_centre, n_det), "recall": _ratio(m_centre, n_gt)},
+        "best_iou": {q: round(float(np.percentile(best, p)), 3) for q, p in
+                     (("p10", 10), ("p25", 25), ("p50", 50), ("p75", 75), ("p90", 90))} | {
+                     "mean": round(float(best.mean()), 3)},
+    }
+    if min_face:
+        out[f"iou50_recall_faces_ge{int(min_face)}px"] = _ratio(m_big, n_gt_big)
+    return out
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def agreement(a: list[Detections], b: list[Detections]) -> dict:
+    """How far two backends' detections differ: count mismatches, worst box/score difference."""
+    mismatched, box_diff, score_diff = 0, 0.0, 0.0
+    for da, db in zip(a, b):
+        if len(da) != len(db):
+            mismatched += 1
+            continue
+        if len(da):
+            ia, ib = np.argsort(-da.scores), np.argsort(-db.scores)
+            box_diff = max(box_diff, float(np.abs(da.boxes[ia] - db.boxes[ib]).max()))
+            score_diff = max(score_diff, float(np.abs(da.scores[ia] - db.scores[ib]).max()))
+    return {"frames": len(a), "count_mismatch_frames": mismatched, "max_box_diff_px": round(box_diff, 5),
+            "max_score_diff": round(score_diff, 6)}
+
+
+def run(detector, samples: list[Sample]) -> list[Detections]:
+    return [detector.detect(cv2.imread(str(path))) for path, _ in samples]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facetrack eval-detector", description=__doc__.splitlines()[0])
+    p.add_argument("--variant", choices=["short", "full"], default="full")
+    p.add_argument("--backends", default="tvm,torchscript")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--every", type=int, default=1, help="use every Nth frame of the clips")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    backends = [b for b in args.backends.split(",") if b]
+    detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold) for b in backends}
+    report = {"variant": args.variant, "score_threshold": args.score_threshold, "sequences": {}}
+    for name, samples in datasets(args.data_dir).items():
+        samples = samples if name.startswith("widerface") else samples[::args.every]
+        found = {b: run(d, samples) for b, d in detectors.items()}
+        min_face = SMALL_FACE_PX if name.startswith("widerface") else 0
+        entry = {b: evaluate(samples, r, min_face) for b, r in found.items()}
+        if len(backends) >= 2:
+            entry["agreement_" + "_vs_".join(backends[:2])] = agreement(found[backends[0]], found[backends[1]])
+        report["sequences"][name] = entry
+        log.info("%s: %s", name, json.dumps(entry[backends[0]]))
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`facetrack bench detector`: latency of every backend on the same real face frame.
+
+Prints ONE JSON object on stdout (progress goes to stderr). Backends run round-robin, one
+inference each per round in a fresh random order, so load from other processes hits all of
+them alike; every backend gets the same thread count. Times cover the network only
+(the same preprocessed input), not pre/post-processing, which all backends share.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .blazeface.postprocess import preprocess
+from .build import BUILD_DIR, Builder, tuning_db_files
+from .dataset import DATA_DIR
+from .runtime import _load_onnxruntime, _load_torch, _load_torchscript, _load_tvm, _torch_infer
+
+log = logging.getLogger("facetrack.models.bench")
+
+DEFAULT_FRAME = "OTB-FaceOcc1-A/img1/000001.jpg"
+
+
+def calibration_frames(data_dir: Path, every: int = 60) -> list[Path]:
+    """Real frames for int8 calibration: every `every`-th frame of each clip, some WIDER images."""
+    frames = sorted(data_dir.glob("OTB-*/img1/*.jpg"))[::every]
+    return frames + sorted(data_dir.glob("widerface-sample/images/*/*.jpg"))[::10]
+
+
+def torchscript_int8(variant: str, calib: list[np.ndarray]):
+    """Post-training static int8 quantisation (FX graph mode, x86/fbgemm kernels), traced.
+
+    Convs, adds and ReLUs run as quantized::conv2d / add_relu on uint8 activations and
+    per-channel int8 weights; pads, reshapes and the outputs stay float.
+    """
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from .blazeface import from_tflite
+    from .weights import tflite_path
+
+    engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "qnnpack"
+    torch.backends.quantized.engine = engine
+    model = from_tflite(variant, tflite_path(variant))
+    example = torch.from_numpy(calib[0])
+    prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(example,))
+    with torch.inference_mode():
+        for x in calib:
+            prepared(torch.from_numpy(x))
+    quantized = convert_fx(prepared)
+    with torch.inference_mode():
+        return torch.jit.freeze(torch.jit.trace(quantized, example).eval())
+
+
+def load_backends(variant: str, threads: int, calib: list[np.ndarray], build_dir: Path) -> dict:
+    """name -> infer(x) for every benchmarked backend (building what is missing)."""
+    builder = Builder(variant, build_dir)
+    for artefact in ("torchscript", "onnx", "llvm", "llvm-untuned"):
+        builder.ensure(artefact)
+    if not tuning_db_files(variant):
+        log.warning("no tuning database for %s: tvm_tuned is the fused build without tuned schedules", variant)
+    int8 = torchscript_int8(variant, calib)
+    return {
+        "pytorch_eager": _load_torch(variant, None, threads),
+        "torchscript": _load_torchscript(variant, builder.path("torchscript"), threads),
+        "torchscript_int8": _torch_infer(int8, threads),
+        "onnxruntime": _load_onnxruntime(variant, builder.path("onnx"), threads),
+        "tvm_untuned": _load_tvm(variant, builder.path("llvm-untuned"), threads),
+        "tvm_tuned": _load_tvm(variant, builder.path("llvm"), threads),
+    }
+
+
+def measure(backends: dict, x: np.ndarray, rounds: int, warmup: int = 5, seed: int = 0) -> dict[str, list[float]]:
+    names = list(backends)
+    for name in names:
+        for _ in range(warmup):
+            backends[name](x)
+    times = {n: [] for n in names}
+    rng = random.Random(seed)
+    for r in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            t0 = time.perf_counter()
+            backends[name](x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        if (r + 1) % max(1, rounds // 5) == 0:
+            log.info("round %d/%d", r + 1, rounds)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facetrack bench detector", description=__doc__.splitlines()[0])
+    p.add_argument("--variant", choices=["short", "full"], default="full")
+    p.add_argument("--threads", type=int, default=1, help="threads for every backend (default 1, as deployed)")
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--frame", type=Path, help=f"image to run on (default {DEFAULT_FRAME} in the data dir)")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    import cv2
+
+    frame_path = args.frame or args.data_dir / DEFAULT_FRAME
+    frame = cv2.imread(str(frame_path))
+    if frame is None:
+        p.error(f"cannot read {frame_path}")
+    from .blazeface import INPUT_SIZE
+
+    size = INPUT_SIZE[args.variant]
+    x, _ = preprocess(frame, size)
+    calib = [preprocess(cv2.imread(str(f)), size)[0] for f in calibration_frames(args.data_dir)]
+    backends = load_backends(args.variant, args.threads, calib, args.build_dir)
+    log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
+    times = measure(backends, x, args.rounds)
+    eager = float(np.median(times["pytorch_eager"]))
+    results = [{"backend": name, "p50_ms": round(float(np.median(t)), 3),
+                "p99_ms": round(float(np.percentile(t, 99)), 3),
+                "speedup_vs_eager": round(eager / float(np.median(t)), 2)} for name, t in times.items()]
+    results.sort(key=lambda r: list(backends).index(r["backend"]))
+    print(json.dumps({"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
+                      "frame": str(frame_path), "rounds": args.rounds, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

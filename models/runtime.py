@@ -1,0 +1,196 @@
+"""Face detector runtime: what the detector service imports.
+
+    det = load_detector("full", backend="tvm")      # models/build/full/llvm.so
+    found = det.detect(frame_bgr)                   # Detections in frame pixels
+
+Backends: "tvm" (the compiled host library, the default), "torchscript", "onnxruntime"
+(the exported files) and "torch" (eager PyTorch from the .tflite weights), the last three
+for comparison and evaluation. Only the chosen backend's library is imported.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .blazeface.postprocess import ANCHOR_OPTIONS, decode, preprocess, ssd_anchors, to_frame, weighted_nms
+
+BUILD_DIR = Path(__file__).resolve().parent / "build"
+BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
+_FILES = {"tvm": "llvm.so", "torchscript": "model.ts", "onnxruntime": "model.onnx"}
+
+RawOutputs = tuple[np.ndarray, np.ndarray]  # regressors (1, A, 16), classificator logits (1, A, 1)
+
+
+class ModelFileError(Exception):
+    """A model file is missing, truncated or not the expected model (message: one line)."""
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray      # (N, 4) float32, x1 y1 x2 y2 in frame pixels
+    scores: np.ndarray     # (N,) float32 in [0, 1]
+    keypoints: np.ndarray  # (N, 6, 2) float32 x y in frame pixels: eyes (R, L), nose, mouth, ears (R, L)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class FaceDetector:
+    """Letterbox -> network -> decode + weighted NMS -> boxes in the frame's own pixels."""
+
+    def __init__(self, variant: str, backend: str, infer: Callable[[np.ndarray], RawOutputs],
+                 score_threshold: float, nms_iou: float, model_path: Path | None):
+        opts = ANCHOR_OPTIONS[variant]
+        self.variant, self.backend, self.model_path = variant, backend, model_path
+        self.input_size: int = opts["size"]
+        self.anchors = ssd_anchors(**opts)
+        self.score_threshold, self.nms_iou = score_threshold, nms_iou
+        self.infer = infer  # (1, 3, S, S) float32 in [-1, 1] -> raw outputs
+
+    def detect(self, frame_bgr: np.ndarray) -> Detections:
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
+        x, letterbox = preprocess(frame_bgr, self.input_size)
+        regressors, logits = self.infer(x)
+        boxes, scores, kps = decode(regressors, logits, self.anchors, self.input_size, self.score_threshold)
+        boxes, scores, kps = weighted_nms(boxes, scores, kps, self.nms_iou)
+        boxes, kps = to_frame(boxes, kps, letterbox, frame_bgr.shape)
+        return Detections(boxes, scores, kps)
+
+
+def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path | None = None,
+                  score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None
+                  ) -> FaceDetector:
+    """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable."""
+    if variant not in ANCHOR_OPTIONS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(ANCHOR_OPTIONS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    path = None
+    if backend in _FILES:
+        path = Path(model_dir or BUILD_DIR) / variant / _FILES[backend]
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} is missing: run `facetrack build-model --variant {variant}`")
+    infer = _LOADERS[backend](variant, path, num_threads)
+    size = ANCHOR_OPTIONS[variant]["size"]
+    _check_outputs(infer, size, len(ssd_anchors(**ANCHOR_OPTIONS[variant])), path or backend, variant)
+    return FaceDetector(variant, backend, infer, score_threshold, nms_iou, path)
+
+
+def _reason(e: BaseException) -> str:
+    """One line out of a (possibly multi-line, traceback-laden) library error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
+
+
+def _check_outputs(infer, size: int, anchors: int, path, variant: str) -> None:
+    """Run once on a blank input: catches a file that loads but is another model."""
+    try:
+        reg, cls = infer(np.zeros((1, 3, size, size), np.float32))
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not this model
+        raise ModelFileError(f"model file {path} does not run as the {variant} model: {_reason(e)}") from None
+    if reg.shape != (1, anchors, 16) or cls.shape != (1, anchors, 1):
+        raise ModelFileError(f"model file {path} is not the {variant} model: outputs {reg.shape} {cls.shape}, "
+                             f"expected (1, {anchors}, 16) (1, {anchors}, 1)")
+
+
+def set_tvm_threads(num_threads: int | None) -> None:
+    """Size TVM's CPU thread pool (None: one thread per physical core)."""
+    import tvm
+
+    if num_threads:
+        tvm.get_global_func("runtime.config_threadpool")(0, int(num_threads))
+
+
+def check_elf_complete(path: Path) -> None:
+    """Raise ModelFileError unless every segment and the section table lie inside the file.
+
+    dlopen() of a truncated shared library maps pages past the end of the file and the
+    process dies of SIGBUS on first touch: a truncated build must be caught before that.
+    """
+    data = path.read_bytes()
+    size = len(data)
+    if size < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ModelFileError(f"model file {path} is truncated or not a TVM library: not a 64-bit ELF file")
+    u = lambda off, n: int.from_bytes(data[off:off + n], "little")  # noqa: E731
+    phoff, shoff, phentsize, phnum, shentsize, shnum = u(32, 8), u(40, 8), u(54, 2), u(56, 2), u(58, 2), u(60, 2)
+    ends = [phoff + phentsize * phnum, shoff + shentsize * shnum]
+    if ends[0] <= size:
+        ends += [u(ph + 8, 8) + u(ph + 32, 8) for ph in range(phoff, phoff + phentsize * phnum, phentsize)]
+    if max(ends) > size:
+        raise ModelFileError(f"model file {path} is truncated: {size} bytes, its ELF headers need {max(ends)}")
+
+
+def _load_tvm(variant: str, path: Path, num_threads: int | None):
+    import tvm
+    from tvm import relax
+
+    check_elf_complete(path)
+    try:
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+        main = vm["main"]
+    except Exception as e:  # noqa: BLE001 - TVM raises several error types for a bad file
+        raise ModelFileError(f"model file {path} is truncated or not a TVM library: {_reason(e)}") from None
+    set_tvm_threads(num_threads)
+
+    def infer(x: np.ndarray) -> RawOutputs:
+        reg, cls = main(tvm.runtime.tensor(x))
+        return reg.numpy(), cls.numpy()
+
+    return infer
+
+
+def _torch_infer(module, num_threads: int | None):
+    import torch
+
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+    def infer(x: np.ndarray) -> RawOutputs:
+        with torch.inference_mode():
+            reg, cls = module(torch.from_numpy(x))
+        return reg.numpy(), cls.numpy()
+
+    return infer
+
+
+def _load_torchscript(variant: str, path: Path, num_threads: int | None):
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as e:  # noqa: BLE001
+        raise ModelFileError(f"model file {path} is truncated or not a TorchScript archive: {_reason(e)}") from None
+    return _torch_infer(module, num_threads)
+
+
+def _load_torch(variant: str, path: None, num_threads: int | None):
+    from .blazeface import from_tflite
+    from .weights import tflite_path
+
+    return _torch_infer(from_tflite(variant, tflite_path(variant)), num_threads)
+
+
+def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if num_threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = int(num_threads), 1
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise ModelFileError(f"model file {path} is truncated or not an ONNX model: {_reason(e)}") from None
+
+    def infer(x: np.ndarray) -> RawOutputs:
+        reg, cls = session.run(["regressors", "classificators"], {"input": x})
+        return reg, cls
+
+    return infer
+
+
+_LOADERS = {"tvm": _load_tvm, "torchscript": _load_torchscript, "onnxruntime": _load_onnxruntime,
+            "torch": _load_torch}
