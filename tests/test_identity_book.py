@@ -1,0 +1,88 @@
+"""IdentityBook: which detections get embedded, for which track, and what is published."""
+from __future__ import annotations
+
+import numpy as np
+
+from common.config import IdentityConfig
+from common.gallery import Snapshot
+from common.identities import IdentityBook
+from common.messages import Detections, Track, Tracks
+
+CFG = IdentityConfig(threshold=0.5, better_view=1.3, max_embeds_per_track=3, match_iou=0.3)
+ALICE = np.zeros(128, np.float32)
+GALLERY = Snapshot(["alice"], ALICE[None])
+
+
+def tracks(frame_id, *boxes, state="confirmed"):
+    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=0.0,
+                  tracks=[Track(id=i + 1, box=list(b), score=1.0, state=state) for i, b in enumerate(boxes)])
+
+
+def detections(frame_id, *boxes):
+    return Detections(frame_id=frame_id, t_capture=0.0, t_in=0.0, t_out=0.0, boxes=[list(b) for b in boxes],
+                      scores=[0.9] * len(boxes), keypoints=[[[0.0, 0.0]] * 6] * len(boxes))
+
+
+def test_a_detection_is_matched_on_its_own_frame_not_the_latest():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(10, (0, 0, 50, 50), (100, 0, 150, 50)))
+    book.on_tracks(tracks(13, (100, 0, 150, 50), (0, 0, 50, 50)))  # the faces swapped places since
+    cands = book.candidates(detections(10, (2, 0, 52, 50)), [20.0])
+    assert [(c.track_id, c.frame_id) for c in cands] == [(1, 10)]
+
+
+def test_only_confirmed_tracks_and_usable_views_are_candidates():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(1, (0, 0, 50, 50), state="lost"))
+    assert book.candidates(detections(1, (0, 0, 50, 50)), [20.0]) == []
+    book.on_tracks(tracks(2, (0, 0, 50, 50)))
+    assert book.candidates(detections(2, (0, 0, 50, 50)), [0.0]) == []  # too small / no view
+    assert book.candidates(detections(2, (200, 200, 250, 250)), [20.0]) == []  # no overlap
+
+
+def test_a_track_is_embedded_again_only_for_a_clearly_better_view_and_a_bounded_number_of_times():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(1, (0, 0, 50, 50)))
+    embedded = 0
+    for frame, quality in enumerate([10, 10, 12, 13.5, 13.6, 20, 30, 100, 1000], start=1):
+        book.on_tracks(tracks(frame, (0, 0, 50, 50)))
+        for cand in book.candidates(detections(frame, (0, 0, 50, 50)), [quality]):
+            assert book.embedded(cand, ALICE, GALLERY, t=0.0).name == "alice"
+            embedded += 1
+    # 10 (first), 13.5 (> 10 * 1.3), 20 (> 13.5 * 1.3): then the cap of 3 holds
+    assert embedded == 3
+    assert book.states[1].best_quality == 20
+
+
+def test_ended_tracks_are_forgotten_and_a_late_embedding_of_one_is_not_published():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(1, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(1, (0, 0, 50, 50)), [10.0])
+    book.embedded(cand, ALICE, GALLERY, t=0.0)
+    assert book.on_tracks(tracks(2)) == [1]
+    assert book.states == {}
+    book.on_tracks(tracks(3, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(3, (0, 0, 50, 50)), [10.0])
+    book.on_tracks(tracks(4))
+    assert book.embedded(cand, ALICE, GALLERY, t=0.0) is None
+
+
+def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(1, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(1, (0, 0, 50, 50)), [10.0])
+    empty = Snapshot([], np.zeros((0, 128), np.float32))
+    first = book.embedded(cand, ALICE, empty, t=0.0)
+    assert (first.name, first.distance) == ("unknown", -1.0)
+    [renamed] = book.rematch(GALLERY, t=1.0)
+    assert (renamed.track_id, renamed.name, renamed.frame_id) == (1, "alice", 1)
+    assert book.rematch(GALLERY, t=2.0) == []
+    assert [m.name for m in book.current(t=3.0)] == ["alice"]
+
+
+def test_distance_decides_the_name_at_the_threshold():
+    far = ALICE + 0.6 / np.sqrt(128)
+    near = ALICE + 0.4 / np.sqrt(128)
+    assert GALLERY.match(far, 0.5).name == "unknown"
+    assert GALLERY.match(near, 0.5).name == "alice"
+    assert abs(GALLERY.match(near, 0.5).distance - 0.4) < 1e-5
