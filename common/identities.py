@@ -5,7 +5,8 @@ the frame it was computed on (IoU, one-to-one), and decides when a track's face 
 embedding: the first usable view, then only a view whose quality beats the best so far by
 `better_view`, at most `max_embeds_per_track` times. Each embedding keeps the track's
 best descriptor and its gallery match; a new gallery re-matches every live track at once.
-Tracks that leave the tracker's output are forgotten.
+Tracks that leave the tracker's output are forgotten, and so is an id that comes back with
+another birth frame (`frame_id - age`): a restarted tracker reuses ids for other faces.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class IdentityBook:
         self.states: dict[int, TrackIdentity] = {}
         self.latest_frame = -1
         self.live: set[int] = set()
+        self.born: dict[int, int] = {}  # live track id -> frame it was born on
 
     def on_tracks(self, msg: Tracks) -> list[int]:
         """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
@@ -63,9 +65,12 @@ class IdentityBook:
             return []
         self.latest_frame = msg.frame_id
         self.live = {t.id for t in msg.tracks}
-        gone = [tid for tid in self.states if tid not in self.live]
+        born = {t.id: msg.frame_id - t.age for t in msg.tracks}
+        # An id that is back with another birth frame is a new track (a restarted tracker counts from 1 again).
+        gone = [tid for tid in self.states if tid not in self.live or born[tid] != self.born.get(tid, born[tid])]
         for tid in gone:
             del self.states[tid]
+        self.born = born
         return gone
 
     def tracks_at(self, frame_id: int) -> list | None:

@@ -13,9 +13,10 @@ ALICE = np.zeros(128, np.float32)
 GALLERY = Snapshot(["alice"], ALICE[None])
 
 
-def tracks(frame_id, *boxes, state="confirmed"):
+def tracks(frame_id, *boxes, state="confirmed", born=0):
     return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=0.0,
-                  tracks=[Track(id=i + 1, box=list(b), score=1.0, state=state) for i, b in enumerate(boxes)])
+                  tracks=[Track(id=i + 1, box=list(b), score=1.0, state=state, age=frame_id - born)
+                          for i, b in enumerate(boxes)])
 
 
 def detections(frame_id, *boxes):
@@ -65,6 +66,16 @@ def test_ended_tracks_are_forgotten_and_a_late_embedding_of_one_is_not_published
     [cand] = book.candidates(detections(3, (0, 0, 50, 50)), [10.0])
     book.on_tracks(tracks(4))
     assert book.embedded(cand, ALICE, GALLERY, t=0.0) is None
+
+
+def test_a_reused_track_id_is_a_new_track():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(5, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
+    book.embedded(cand, ALICE, GALLERY, t=0.0)
+    assert book.on_tracks(tracks(6, (0, 0, 50, 50))) == []
+    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7)) == [1]  # the tracker restarted
+    assert book.states == {}
 
 
 def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():
