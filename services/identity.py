@@ -22,7 +22,7 @@ from pathlib import Path
 from common.bus import Subscriber
 from common.config import ROOT
 from common.frame_ring import RingReader
-from common.gallery import GalleryWatcher
+from common.gallery import UNKNOWN, GalleryWatcher
 from common.identities import Candidate, IdentityBook
 from common.messages import Detections, Frame, Tracks
 from common.service import InputError, ServiceContext, run_service
@@ -121,11 +121,12 @@ class Identifier:
             self.ctx.publisher.send(identity)
 
     def update_metrics(self, malformed: int) -> None:
+        """frames_in counts frames seen; frames_out, fps and p50/p99 are embeddings and their ms."""
         stats = self.ctx.stats
         stats.errors = malformed
         stats.extra.update(embeds=self.embeds, queued=len(self.queue), gallery_faces=len(self.gallery.snapshot),
                            tracks_named=sum(1 for s in self.book.states.values()
-                                            if s.match is not None and s.match.name != "unknown"),
+                                            if s.match is not None and s.match.name != UNKNOWN),
                            stale_frames=self.reader.stale)
 
     def close(self) -> None:
