@@ -163,3 +163,20 @@ def test_none_kind_holds_the_detection_and_loses_unmatched_tracks(image):
     for fid in range(4, 14):
         tracks = m.step(fid, image, None)
     assert tracks == [] and m.counters["tracks_ended"] == 1
+
+
+@pytest.mark.parametrize("shift, unseen, rematch, same", [
+    (60, 1, 1.5, True),    # 1.3 face sizes away, IoU 0: second chance at 1.5 x 1.1
+    (60, 1, 0.0, False),   # second chance off
+    (100, 1, 1.5, False),  # 2.2 face sizes: too far for a face seen a frame ago
+    (100, 10, 1.5, True),  # ... but not for one unseen for 10 frames (gate 1.5 x 2)
+])
+def test_second_chance_rejoins_a_face_iou_cannot_pair(image, shift, unseen, rematch, same):
+    m = TrackManager(_cfg(kind="none", min_hits=1, rematch_dist=rematch))
+    box = np.array([100, 100, 140, 150.0])
+    (first,) = m.step(1, image, _det(1, box))
+    for fid in range(2, 1 + unseen):
+        m.step(fid, image, None)
+    tracks = m.step(1 + unseen, image, _det(1 + unseen, box + [shift, 0, shift, 0]))
+    assert any(t.id == first.id and t.state == "confirmed" for t in tracks) is same
+    assert m.counters["rematches"] == int(same)

@@ -1,9 +1,11 @@
 """The adaptive detection interval: how many frames the detector may skip.
 
-AIMD, as in TCP congestion control: any sign of trouble at a detection (a drift re-init, a
-tracker failure, a new face, a track the detector did not confirm) halves the interval so the
-next correction comes soon; each calm detection lengthens it by one frame. Trouble is then
-answered within one detection, while calm scenes drift slowly up to the cheap end.
+AIMD, as in TCP congestion control: any sign of trouble at a detection (a drift re-init or
+recovery, a tracker failure, a new face) halves the interval so the next correction comes
+soon; each calm detection lengthens it by one frame. Trouble is then answered within one
+detection, while calm scenes drift slowly up to the cheap end. A face the detector merely
+misses is not trouble: while it is occluded or turned away more detections cannot see it
+(measured on OTB: counting misses doubled the detector calls for 0.3 HOTA).
 """
 from __future__ import annotations
 

@@ -11,24 +11,34 @@ old frames and re-tracking from k to t, costs d tracker updates and a frame buff
 A new face has no motion of its own yet: it starts at its detection box as is, and probation
 (`min_hits`) keeps a badly placed newcomer from being published before a second detection.
 
+A detection that a track in flight has already absorbed must not correct it twice, so a
+correction is applied to the track's history from frame k on as well.
+
+Association: IoU + Hungarian at `match_iou`, then a second chance by centre distance for
+published tracks and detections IoU left unpaired (a face that turned, a tracker that
+drifted or froze); its gate (`rematch_dist` face sizes) widens with the frames the track
+went unseen.
+
 Track life: tentative until `min_hits` detections matched it (never published; dropped at
 its first unmatched detection), then confirmed. A tracker that reports failure freezes its
-box and the track is "lost" until a detection matches it again. A track is ended after
-`max_lost` frames without a matched detection; within that buffer a returning face keeps
-its ID. Drift: at each detection, a matched track whose box at frame k overlaps its detection
-by less than `drift_iou` is re-initialised from the detection.
+box and the track is "lost" until a detection matches it again (published with that state;
+with kind "none" a track the detector missed is lost). A track is ended after `max_lost`
+frames without a matched detection; within that buffer a returning face keeps its ID, and
+a tracker that still follows a face the detector misses (occluded, turned away) keeps it
+confirmed. Drift: at each detection, a matched track whose box at frame k overlaps its
+detection by less than `drift_iou` is re-initialised from the detection. Re-inits, tracker
+failures and new faces make the adaptive interval shrink (see `interval`).
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from common.config import TrackerConfig
-from common.messages import Detections, Track
+from common.messages import Track
 
 from .association import associate, associate_by_centre, iou_matrix
 from .interval import DetectInterval
@@ -46,11 +56,6 @@ class FrameDetections:
     frame_id: int
     boxes: np.ndarray
     scores: np.ndarray
-
-    @classmethod
-    def from_message(cls, msg: Detections) -> "FrameDetections":
-        return cls(msg.frame_id, np.asarray(msg.boxes, dtype=np.float64).reshape(-1, 4),
-                   np.asarray(msg.scores, dtype=np.float64).reshape(-1))
 
 
 def carry_forward(box: np.ndarray, then: np.ndarray, det_box: np.ndarray) -> np.ndarray:
@@ -115,7 +120,7 @@ class TrackManager:
         self._interval = DetectInterval(cfg.interval_min, cfg.interval_max, cfg.adaptive)
         self.counters: dict[str, int] = dict.fromkeys((
             "frames", "detections_applied", "detections_stale", "late_frames", "reinits", "recoveries",
-            "failures", "tracks_started", "tracks_confirmed", "tracks_ended"), 0)
+            "rematches", "failures", "tracks_started", "tracks_confirmed", "tracks_ended"), 0)
 
     @property
     def detect_interval(self) -> int:
@@ -195,6 +200,7 @@ class TrackManager:
         gate = [self.cfg.rematch_dist * (1 + REMATCH_GROWTH * self._tracks[ti].since_match) for ti in published]
         extra, _, _ = associate_by_centre(np.array([then[ti] for ti in published]), boxes[new_dets], np.array(gate))
         extra = [(published[a], new_dets[b]) for a, b in extra]
+        self.counters["rematches"] += len(extra)
         paired_t, paired_d = {t for t, _ in extra}, {d for _, d in extra}
         return (matches + extra, [t for t in lone_tracks if t not in paired_t],
                 [d for d in new_dets if d not in paired_d])
