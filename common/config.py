@@ -94,6 +94,8 @@ class IdentityConfig:
     match_iou: float = 0.3
     republish_s: float = 1.0
     reload_s: float = 1.0
+    reid: bool = False
+    reid_window_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ _POSITIVE = {
     "bus.hwm", "ring.slots", "detector.every_n", "detector.threads", "tracker.min_hits",
     "tracker.interval_min", "tracker.interval_max", "tracker.history", "monitor.interval_s",
     "sink.jpeg_quality", "identity.threads", "identity.max_embeds_per_track", "identity.republish_s",
-    "identity.reload_s", "identity.threshold", "identity.better_view",
+    "identity.reload_s", "identity.threshold", "identity.better_view", "identity.reid_window_s",
 }
 _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost",
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px"}

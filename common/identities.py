@@ -7,6 +7,11 @@ embedding: the first usable view, then only a view whose quality beats the best 
 best descriptor and its gallery match; a new gallery re-matches every live track at once.
 Tracks that leave the tracker's output are forgotten, and so is an id that comes back with
 another birth frame (`frame_id - age`): a restarted tracker reuses ids for other faces.
+
+Re-identification (`reid`): a forgotten track's descriptor is kept for `reid_window_s`; a new
+track whose first descriptor lies within the threshold of one continues it (`same_as`), and
+takes its name when the gallery does not name it by itself (an occluded first view of
+someone already named a moment ago). Each departed track is continued at most once.
 """
 from __future__ import annotations
 
@@ -16,11 +21,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import IdentityConfig
-from common.gallery import Match, Snapshot
+from common.gallery import UNKNOWN, Match, Snapshot
 from common.messages import Detections, Identity, Tracks
 from common.tracking import associate
 
 CONFIRMED = "confirmed"
+
+
+@dataclass(frozen=True)
+class Departed:
+    """A track that ended, kept for re-identification."""
+    track_id: int
+    descriptor: np.ndarray
+    name: str
+    t: float
 
 
 @dataclass
@@ -30,11 +44,21 @@ class TrackIdentity:
     best_quality: float = 0.0
     frame_id: int = -1  # the frame the kept descriptor was computed on
     descriptor: np.ndarray | None = None
-    match: Match | None = None
+    match: Match | None = None  # the gallery's answer for `descriptor`
+    continues: Departed | None = None  # re-identified as this ended track
+    reid_distance: float = -1.0
+
+    @property
+    def name(self) -> str:
+        if self.match.name == UNKNOWN and self.continues is not None:
+            return self.continues.name
+        return self.match.name
 
     def message(self, t: float) -> Identity:
-        return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.match.name,
-                        distance=self.match.distance, t=t)
+        by_reid = self.match.name == UNKNOWN and self.continues is not None
+        return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.name,
+                        distance=self.reid_distance if by_reid else self.match.distance, t=t,
+                        same_as=-1 if self.continues is None else self.continues.track_id)
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,7 @@ class IdentityBook:
         self.latest_frame = -1
         self.live: set[int] = set()
         self.born: dict[int, int] = {}  # live track id -> frame it was born on
+        self.departed: list[Departed] = []
 
     def on_tracks(self, msg: Tracks) -> list[int]:
         """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
@@ -69,7 +94,10 @@ class IdentityBook:
         # An id that is back with another birth frame is a new track (a restarted tracker counts from 1 again).
         gone = [tid for tid in self.states if tid not in self.live or born[tid] != self.born.get(tid, born[tid])]
         for tid in gone:
-            del self.states[tid]
+            state = self.states.pop(tid)
+            if self.cfg.reid and state.descriptor is not None:
+                self.departed.append(Departed(tid, state.descriptor, state.name, msg.t_tracked))
+        self.departed = [d for d in self.departed if msg.t_tracked - d.t <= self.cfg.reid_window_s]
         self.born = born
         return gone
 
@@ -110,7 +138,15 @@ class IdentityBook:
         if cand.quality > state.best_quality:
             state.best_quality, state.frame_id, state.descriptor = cand.quality, cand.frame_id, descriptor
             state.match = gallery.match(descriptor, self.cfg.threshold)
+        if state.embeds == 1 and self.departed:
+            self._reidentify(state)
         return state.message(t)
+
+    def _reidentify(self, state: TrackIdentity) -> None:
+        distances = [float(np.linalg.norm(d.descriptor - state.descriptor)) for d in self.departed]
+        best = int(np.argmin(distances))
+        if distances[best] <= self.cfg.threshold:
+            state.continues, state.reid_distance = self.departed.pop(best), distances[best]
 
     def rematch(self, gallery: Snapshot, t: float) -> list[Identity]:
         """Match every live track again (new gallery); messages for those whose answer changed."""
@@ -118,10 +154,9 @@ class IdentityBook:
         for state in self.states.values():
             if state.descriptor is None:
                 continue
-            match = gallery.match(state.descriptor, self.cfg.threshold)
-            changed = match.name != state.match.name
-            state.match = match
-            if changed:
+            before = state.name
+            state.match = gallery.match(state.descriptor, self.cfg.threshold)
+            if state.name != before:
                 out.append(state.message(t))
         return out
 

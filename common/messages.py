@@ -90,6 +90,8 @@ class Identity:
     gallery changes, and again once a period for every live track, so a sink that joins late
     learns the names. `name` is "unknown" when no gallery face is within the threshold;
     `distance` is the Euclidean distance to the nearest gallery face (-1 with an empty gallery).
+    With re-identification on, `same_as` names the ended track this one continues (-1: none);
+    a name that came only from that track has the distance to that track's face.
     """
     TOPIC: typing.ClassVar[bytes] = b"identity"
     track_id: int
@@ -97,6 +99,7 @@ class Identity:
     name: str
     distance: float
     t: float
+    same_as: int = -1
     v: int = VERSION
 
 

@@ -1,6 +1,8 @@
 """IdentityBook: which detections get embedded, for which track, and what is published."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from common.config import IdentityConfig
@@ -13,9 +15,9 @@ ALICE = np.zeros(128, np.float32)
 GALLERY = Snapshot(["alice"], ALICE[None])
 
 
-def tracks(frame_id, *boxes, state="confirmed", born=0):
-    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=0.0,
-                  tracks=[Track(id=i + 1, box=list(b), score=1.0, state=state, age=frame_id - born)
+def tracks(frame_id, *boxes, state="confirmed", born=0, first_id=1, t=0.0):
+    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=t,
+                  tracks=[Track(id=first_id + i, box=list(b), score=1.0, state=state, age=frame_id - born)
                           for i, b in enumerate(boxes)])
 
 
@@ -97,3 +99,35 @@ def test_distance_decides_the_name_at_the_threshold():
     assert GALLERY.match(far, 0.5).name == "unknown"
     assert GALLERY.match(near, 0.5).name == "alice"
     assert abs(GALLERY.match(near, 0.5).distance - 0.4) < 1e-5
+
+
+def _embed_new_track(book, frame, track_id, descriptor, gallery, t):
+    book.on_tracks(tracks(frame, (0, 0, 50, 50), first_id=track_id, born=frame, t=t))
+    [cand] = book.candidates(detections(frame, (0, 0, 50, 50)), [10.0])
+    return book.embedded(cand, descriptor, gallery, t=t)
+
+
+def test_reidentification_continues_an_ended_track_within_the_window():
+    book = IdentityBook(dataclasses.replace(CFG, reid=True, reid_window_s=10.0), history=64)
+    u = np.ones(128, np.float32) / np.sqrt(128)
+    assert _embed_new_track(book, 1, 1, ALICE + 0.3 * u, GALLERY, t=0.0).name == "alice"
+    book.on_tracks(tracks(2, t=1.0))  # track 1 ends
+    # A worse view: too far from the gallery to be named by it, close to track 1's face.
+    again = _embed_new_track(book, 3, 2, ALICE + 0.6 * u, GALLERY, t=2.0)
+    assert (again.track_id, again.name, again.same_as) == (2, "alice", 1)
+    assert abs(again.distance - 0.3) < 1e-5  # the distance to track 1's face, which named it
+    book.on_tracks(tracks(4, t=3.0))  # track 2 ends; a stranger comes
+    stranger = _embed_new_track(book, 5, 3, ALICE + 5.0 * u, GALLERY, t=4.0)
+    assert (stranger.name, stranger.same_as) == ("unknown", -1)
+
+
+def test_reidentification_forgets_after_the_window_and_is_off_by_default():
+    book = IdentityBook(dataclasses.replace(CFG, reid=True, reid_window_s=10.0), history=64)
+    _embed_new_track(book, 1, 1, ALICE, GALLERY, t=0.0)
+    book.on_tracks(tracks(2, t=1.0))
+    book.on_tracks(tracks(3, t=12.0))
+    assert _embed_new_track(book, 4, 2, ALICE, GALLERY, t=12.5).same_as == -1
+    off = IdentityBook(CFG, history=64)
+    _embed_new_track(off, 1, 1, ALICE, GALLERY, t=0.0)
+    off.on_tracks(tracks(2, t=1.0))
+    assert off.departed == [] and _embed_new_track(off, 3, 2, ALICE, GALLERY, t=2.0).same_as == -1
