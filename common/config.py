@@ -72,13 +72,13 @@ class TrackerConfig:
     kind: str = "kcf"
     match_iou: float = 0.3
     min_hits: int = 2
-    max_lost: int = 30
+    max_lost: int = 90
     drift_iou: float = 0.5
     adaptive: bool = True
     interval_min: int = 1
     interval_max: int = 10
     history: int = 64
-    rematch_dist: float = 1.0
+    rematch_dist: float = 1.5
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.config import TrackerConfig
-from common.tracking import (KINDS, FrameDetections, TrackManager, associate, carry_forward,
+from common.tracking import (KINDS, FrameDetections, TrackManager, associate, box_iou, carry_forward,
                              create_tracker, iou_matrix)
 from common.tracking.interval import DetectInterval
 
@@ -26,6 +26,8 @@ def test_iou_matrix_values():
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)
     np.testing.assert_allclose(iou_matrix(a, b), [[1, 1 / 3, 0], [1, 1 / 3, 0]])
     assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+    for box in b:
+        assert box_iou(a[0], box) == pytest.approx(iou_matrix(a[0], box)[0, 0])
 
 
 def test_associate_maximises_total_iou_and_gates():

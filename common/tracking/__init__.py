@@ -4,8 +4,9 @@ One job per module: `trackers` (OpenCV correlation trackers by name), `associati
 Hungarian matching), `interval` (adaptive detector interval), `manager` (TrackManager: track
 life, late detections, drift).
 """
-from .association import associate, iou_matrix
+from .association import associate, box_iou, iou_matrix
 from .manager import FrameDetections, TrackManager, carry_forward
 from .trackers import KINDS, create_tracker
 
-__all__ = ["KINDS", "FrameDetections", "TrackManager", "associate", "carry_forward", "create_tracker", "iou_matrix"]
+__all__ = ["KINDS", "FrameDetections", "TrackManager", "associate", "box_iou", "carry_forward", "create_tracker",
+           "iou_matrix"]

@@ -18,6 +18,15 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two xyxy boxes (scalar code: the per-track checks run on every detection)."""
+    ax1, ay1, ax2, ay2 = a.tolist()
+    bx1, by1, bx2, by2 = b.tolist()
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1) + max(0.0, bx2 - bx1) * max(0.0, by2 - by1) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float):
     """Optimal one-to-one matching maximising total IoU; pairs below `min_iou` are refused.
 
