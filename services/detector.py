@@ -67,6 +67,8 @@ def serve(ctx: ServiceContext) -> None:
                         skipped += 1
                     newest = msg
             stats.errors = sub.malformed
+            if newest is not None and last_detected is not None and newest.frame_id < last_detected:
+                last_detected = None  # a restarted capture numbers from 0 again
             if newest is None or (last_detected is not None and newest.frame_id - last_detected < every_n):
                 continue
             image = reader.read(newest, copy=False)

@@ -35,6 +35,8 @@ def serve(ctx: ServiceContext) -> None:
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
     stats = ctx.stats
     pending: Detections | None = None
+    last_frame_id: int | None = None
+    epoch_t = 0.0  # capture time of the first frame since the frame ids last went back
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
@@ -43,6 +45,8 @@ def serve(ctx: ServiceContext) -> None:
                 continue
             newest = None
             for msg in [first, *sub.drain()]:
+                if isinstance(msg, Detections) and msg.t_capture < epoch_t:
+                    continue  # computed on a frame of the numbering before the reset
                 if isinstance(msg, Detections):
                     stats.latency("detected_to_tracker", time.time() - msg.t_out)
                     if pending is not None and pending.frame_id < msg.frame_id:
@@ -57,6 +61,16 @@ def serve(ctx: ServiceContext) -> None:
             stats.errors = sub.malformed
             if newest is None:
                 continue
+            if last_frame_id is not None and newest.frame_id <= last_frame_id:
+                # A restarted capture numbers its frames from 0 again: the tracks' history is
+                # keyed by the old numbers, so start afresh (ids go on, never reused).
+                log.warning("frame ids went back from %d to %d (capture restarted?): tracks reset",
+                            last_frame_id, newest.frame_id)
+                next_id = manager._next_id  # ids go on: a sink never sees one id on two faces
+                manager = TrackManager(cfg.tracker)
+                manager._next_id = next_id
+                pending, epoch_t = None, newest.t_capture
+                stats.extra["resets"] = stats.extra.get("resets", 0) + 1
             image = reader.read(newest, copy=False)
             if image is None:
                 stats.dropped += 1
@@ -68,6 +82,7 @@ def serve(ctx: ServiceContext) -> None:
             if detections is not None:
                 stats.extra["detection_age_frames"] = newest.frame_id - detections.frame_id
             tracks = manager.step(newest.frame_id, image, detections)
+            last_frame_id = newest.frame_id
             t_tracked = time.time()
             ctx.publisher.send(Tracks(
                 frame_id=newest.frame_id, t_capture=newest.t_capture, t_tracked=t_tracked,
