@@ -37,6 +37,8 @@ import numpy as np
 
 from common.config import ROOT, Config, TrackerConfig, load_config
 from common.tracking import FrameDetections, TrackManager
+from models.runtime import ModelFileError
+from models.runtime import load_detector as load_face_detector
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +183,9 @@ def table(rows: list[dict]) -> str:
 
 
 def load_detector(cfg: Config, backend: str | None):
-    from models.runtime import load_detector as load  # the real detector; not importable before it is built
-
+    """The real detector, set up as the detector service sets it up (config's detector section)."""
     model_dir = Path(cfg.detector.model_dir)
-    return load(variant=cfg.detector.variant, backend=backend or cfg.detector.backend,
+    return load_face_detector(variant=cfg.detector.variant, backend=backend or cfg.detector.backend,
                 model_dir=model_dir if model_dir.is_absolute() else ROOT / model_dir,
                 score_threshold=cfg.detector.score_threshold, nms_iou=cfg.detector.nms_iou,
                 num_threads=cfg.detector.threads)
@@ -204,11 +205,17 @@ def fit_head(sequence: Sequence, images: list[np.ndarray], detector) -> dict[str
             "sy": round(float(sy), 3), "samples": len(samples)}
 
 
+def _interval(text: str) -> str:
+    if text == "adaptive" or (text.isdigit() and int(text) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'adaptive', got {text!r}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="facetrack eval", description=__doc__.splitlines()[0])
     parser.add_argument("sequences", nargs="+", type=Path, help="MOTChallenge sequence folders (img1/, gt/gt.txt, seqinfo.ini)")
     parser.add_argument("--tracker", choices=GRID_KINDS, help="default: tracker.kind of the config")
-    parser.add_argument("--interval", help="detector every N frames, or 'adaptive' (default: the config's)")
+    parser.add_argument("--interval", type=_interval, help="detector every N frames, or 'adaptive' (default: the config's)")
     parser.add_argument("--grid", action="store_true", help=f"every tracker {GRID_KINDS} x interval {GRID_INTERVALS}")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--config", help="stack config (default: configs/default.yaml)")
@@ -221,7 +228,11 @@ def main(argv: list[str]) -> int:
     cfg = load_config(args.config)
     cv2.setNumThreads(1)
     sequences = [Sequence.load(p) for p in args.sequences]
-    detector = load_detector(cfg, args.backend)
+    try:
+        detector = load_detector(cfg, args.backend)
+    except (ModelFileError, ValueError) as exc:  # one line each: missing/corrupt model, bad variant
+        log.error("cannot load the detector: %s", exc)
+        return 1
     if args.fit_head:
         images = [cv2.imread(str(p)) for p in sequences[0].frames]
         print(json.dumps(fit_head(sequences[0], images, detector)))
