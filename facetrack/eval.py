@@ -14,7 +14,8 @@ fixed affine rule (`HEAD_FROM_FACE`: centre shift and size ratios in face-box un
 fitted once on OTB-FaceOcc1-A (`--fit-head`: medians over frames where the detector's
 face centre lies in the gt box) and applied unchanged to every sequence and tracker. The rule
 is not re-fitted per sequence, so Girl (a different person, pose and resolution) shows how
-well it transfers. The tracker itself never sees it.
+well it transfers. The tracker itself never sees it. Only confirmed tracks are scored
+(a "lost" track's frozen box is the service's to show or not).
 """
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def main(argv: list[str]) -> int:
         images = [cv2.imread(str(p)) for p in sequences[0].frames]
         print(json.dumps(fit_head(sequences[0], images, detector)))
         return 0
-    default_interval = "adaptive" if cfg.tracker.adaptive else str(cfg.tracker.interval_min)
+    default_interval = "adaptive" if cfg.tracker.adaptive else str(cfg.detector.every_n)  # as services/tracker.py
     settings = ([(k, i) for k in GRID_KINDS for i in GRID_INTERVALS] if args.grid
                 else [(args.tracker or cfg.tracker.kind, args.interval or default_interval)])
     results: dict[str, dict[str, RunResult]] = {f"{k}-{i}": {} for k, i in settings}
