@@ -5,8 +5,8 @@ the frame it was computed on (IoU, one-to-one), and decides when a track's face 
 embedding: the first usable view, then only a view whose quality beats the best so far by
 `better_view`, at most `max_embeds_per_track` times. Each embedding keeps the track's
 best descriptor and its gallery match; a new gallery re-matches every live track at once.
-Tracks that leave the tracker's output are forgotten, and so is an id that comes back with
-another birth frame (`frame_id - age`): a restarted tracker reuses ids for other faces.
+Tracks that leave the tracker's output are forgotten, and so is an id whose age went down:
+a restarted tracker reuses ids for other faces.
 
 Re-identification (`reid`): a forgotten track's descriptor is kept for `reid_window_s`; a new
 track whose first descriptor lies within the threshold of one continues it (`same_as`), and
@@ -78,7 +78,7 @@ class IdentityBook:
         self.states: dict[int, TrackIdentity] = {}
         self.latest_frame = -1
         self.live: set[int] = set()
-        self.born: dict[int, int] = {}  # live track id -> frame it was born on
+        self.ages: dict[int, int] = {}  # live track id -> its age in the latest tracks
         self.departed: list[Departed] = []
 
     def on_tracks(self, msg: Tracks) -> list[int]:
@@ -90,15 +90,15 @@ class IdentityBook:
             return []
         self.latest_frame = msg.frame_id
         self.live = {t.id for t in msg.tracks}
-        born = {t.id: msg.frame_id - t.age for t in msg.tracks}
-        # An id that is back with another birth frame is a new track (a restarted tracker counts from 1 again).
-        gone = [tid for tid in self.states if tid not in self.live or born[tid] != self.born.get(tid, born[tid])]
+        ages = {t.id: t.age for t in msg.tracks}
+        # An id that got younger is a new track (a restarted tracker counts ids from 1 again).
+        gone = [tid for tid in self.states if tid not in self.live or ages[tid] < self.ages.get(tid, 0)]
         for tid in gone:
             state = self.states.pop(tid)
             if self.cfg.reid and state.descriptor is not None:
                 self.departed.append(Departed(tid, state.descriptor, state.name, msg.t_tracked))
         self.departed = [d for d in self.departed if msg.t_tracked - d.t <= self.cfg.reid_window_s]
-        self.born = born
+        self.ages = ages
         return gone
 
     def tracks_at(self, frame_id: int) -> list | None:

@@ -76,8 +76,11 @@ def test_a_reused_track_id_is_a_new_track():
     [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
     book.embedded(cand, ALICE, GALLERY, t=0.0)
     assert book.on_tracks(tracks(6, (0, 0, 50, 50))) == []
-    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7)) == [1]  # the tracker restarted
+    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7)) == [1]  # the tracker restarted: age went down
     assert book.states == {}
+    [cand] = book.candidates(detections(7, (0, 0, 50, 50)), [10.0])
+    book.embedded(cand, ALICE, GALLERY, t=0.0)
+    assert book.on_tracks(tracks(8, (0, 0, 50, 50), born=8)) == []  # a producer that never ages its tracks
 
 
 def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():

@@ -56,7 +56,7 @@ class Feeder(threading.Thread):
                                 t_capture=time.time(), width=w, height=h, source_pos=i))
             self.pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(),
                                  tracks=[Track(id=TRACK_ID, box=self.gt[i + 1].tolist(), score=1.0,
-                                               state="confirmed")]))
+                                               state="confirmed", age=frame_id - 1)]))
             late = frame_id - 2
             if late > 0 and late % 3 == 0:
                 j = (late - 1) % FRAMES
