@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common.bus import Subscriber
 from common.config import ROOT
 from common.frame_ring import RingReader
@@ -58,7 +60,7 @@ class Identifier:
         self.frames: collections.OrderedDict[int, Frame] = collections.OrderedDict()
         self.max_frames = 2 * cfg.ring.slots
         self.pending: list[Detections] = []
-        self.queue: dict[int, tuple[Candidate, object]] = {}  # track id -> (candidate, chip)
+        self.queue: dict[int, tuple[Candidate, np.ndarray]] = {}  # track id -> (candidate, aligned chip)
         self.gallery = GalleryWatcher(self.cfg.gallery, self.cfg.reload_s)
         self.embeds = 0
 
@@ -78,7 +80,7 @@ class Identifier:
                 self.ctx.stats.dropped += 1
 
     def take_detections(self) -> None:
-        """Use every pending detection whose frame's tracks have arrived; drop too old ones."""
+        """Use every pending detection whose frame's tracks have arrived (frames no longer in the ring are dropped)."""
         ready = [d for d in self.pending if d.frame_id <= self.book.latest_frame]
         self.pending = [d for d in self.pending if d.frame_id > self.book.latest_frame]
         for det in ready:

@@ -83,7 +83,8 @@ def _torchscript(build_dir: Path, threads: int):
     try:
         net = torch.jit.load(str(path)).eval()
     except RuntimeError as e:
-        raise EmbedderError(f"{path}: cannot load ({str(e).splitlines()[0]}); rebuild with `facetrack build-identity --force`") from None
+        raise EmbedderError(f"{path}: cannot load ({str(e).splitlines()[0]}); "
+                            "rebuild with `facetrack build-identity --force`") from None
 
     def run(x):
         with torch.inference_mode():
