@@ -20,23 +20,10 @@ import pytest
 from common.config import ROOT
 from facetrack.stack import Stack
 from mqtt_support import Collector, Mosquitto, free_port
-from test_remote_detector import sequence_prefix
+from test_remote_detector import first_confirmed, sequence_prefix
 
 FRAMES = 100
 PROGRAMS = ("broker", "detector", "tracker", "sink", "sink-recorder", "sink-mqtt")
-
-
-def first_confirmed(run_dir: Path) -> dict[int, dict]:
-    """Track id -> the recorder's record of the first frame where it is confirmed."""
-    files = list(run_dir.glob("records/**/tracks.jsonl"))
-    assert len(files) == 1, files
-    out = {}
-    for line in files[0].read_text().splitlines():
-        rec = json.loads(line)
-        for t in rec["tracks"]:
-            if t["state"] == "confirmed" and t["id"] not in out:
-                out[t["id"]] = rec
-    return out
 
 
 @pytest.mark.slow  # two whole stacks, two models loading: about a minute here
