@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu
+APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu mosquitto mosquitto-clients ffmpeg \
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
 .PHONY: run test test-slow setup apt model bench clean
@@ -31,7 +33,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Debian packages: Chromium for the live-view browser test, the aarch64 cross compiler
-# for the Pi 5 build of the model. `apt-get update` runs only when one is missing.
+# for the Pi 5 build of the model, mosquitto for the MQTT events, ffmpeg and GStreamer's
+# RTSP server for the network stream. `apt-get update` runs only when one is missing.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
