@@ -1,4 +1,7 @@
-"""`facetrack COMMAND ...`: one entry point; each command lives in the module that does it."""
+"""`facetrack COMMAND ...`: one entry point; each command lives in the module that does it.
+
+A table entry names "module" (its `main(argv)`) or "module:function".
+"""
 from __future__ import annotations
 
 import importlib
@@ -8,12 +11,18 @@ import sys
 COMMANDS = {
     "build-model": ("models.build", "build the face model: TorchScript, ONNX, TVM libraries"),
     "tune-model": ("models.tune", "MetaSchedule tuning; the database is kept in models/tuning"),
+    "build-identity": ("models.facerec.build", "build the face descriptor model: TorchScript, ONNX, TVM"),
+    "enroll": ("facetrack.identity_cli:enroll_main", "enrol a person: enroll NAME IMAGE..."),
+    "gallery": ("facetrack.identity_cli:gallery_main", "enrolled people: gallery list|remove NAME"),
+    "sink": ("facetrack.sink_cli", "attach one more sink to a running stack: sink KIND [options]"),
     "monitor": ("facetrack.monitor", "live table of every stage's metrics (--json for scripts)"),
     "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
     "events": ("facetrack.events", "every stack's MQTT events on the broker, one JSON object per line"),
     "remote-detector": ("services.remote_detector", "run the detector for a board's detector.remote endpoint"),
     "bench events": ("facetrack.bench_events", "track start -> MQTT event latency p50/p99, one JSON object"),
     "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
+    "bench identity": ("models.facerec.bench", "face embedding latency per backend, one JSON object"),
+    "eval identity": ("facetrack.identity_eval", "naming and re-identification on OTB clips, one JSON object"),
     "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),
 }
 
@@ -29,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     for words in (2, 1):
         name = " ".join(argv[:words])
         if len(argv) >= words and name in COMMANDS:
-            module = importlib.import_module(COMMANDS[name][0])
-            return module.main(argv[words:])
+            module, _, func = COMMANDS[name][0].partition(":")
+            return getattr(importlib.import_module(module), func or "main")(argv[words:])
     print(usage(), file=sys.stderr)
     return 0 if argv[:1] in (["-h"], ["--help"]) else 2
 
