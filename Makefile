@@ -10,17 +10,20 @@ APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu mosquitto mosqu
   gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow setup apt model bench clean
+JS_DIR := models/facerec/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+
+.PHONY: run test test-slow setup apt model js bench clean
 
 run: setup model
 	@mkdir -p run/logs
 	@$(PY) -c "from common.config import load_config as l; c=l(); print(f'facetrack: live view at http://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
 	$(VENV)/bin/supervisord -n -c supervisord.conf
 
-test: setup apt model
+test: setup apt model js
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: setup apt model
+test-slow: setup apt model js
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -46,9 +49,21 @@ apt:
 # build the detector loads. Cached by a hash of the inputs: instant when up to date.
 model: setup
 	$(VENV)/bin/facetrack build-model
+	$(PY) -m models.facerec.weights
+	$(VENV)/bin/facetrack build-identity
+
+# face-api's own JavaScript (TensorFlow.js, pure-JS/WASM backends): the reference the
+# PyTorch rebuild of the face descriptor is checked against.
+js: $(JS_STAMP)
+
+$(JS_STAMP): $(JS_DIR)/package-lock.json
+	command -v npm >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
+	npm ci --ignore-scripts --no-audit --no-fund --prefix $(JS_DIR)
+	touch $@
 
 bench: setup model
 	$(VENV)/bin/facetrack bench detector
+	$(VENV)/bin/facetrack bench identity
 	$(VENV)/bin/facetrack bench pipeline
 
 clean:
