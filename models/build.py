@@ -157,16 +157,16 @@ class Builder:
             parts += [f.read_bytes() for f in tuning_db_files(self.variant, self.tuning_dir)]
         return _digest(*parts)
 
-    def ensure(self, artefact: str) -> Path:
+    def ensure(self, artefact: str, dependency: bool = False) -> Path:
         """Build `artefact` unless an up-to-date copy exists; return its path."""
         path, key = self.path(artefact), self.key(artefact)
         if not self.force and path.is_file() and self.manifest.get(artefact, {}).get("key") == key:
-            log.info("%s/%s: up to date (%s)", self.variant, artefact, path)
+            (log.debug if dependency else log.info)("%s/%s: up to date (%s)", self.variant, artefact, path)
             return path
         if artefact in TVM_TARGETS:
-            self.ensure("onnx")
+            self.ensure("onnx", dependency=True)
         elif artefact == "onnx":
-            self.ensure("torchscript")
+            self.ensure("torchscript", dependency=True)
         t0 = time.perf_counter()
         make = self._tvm if artefact in TVM_TARGETS else getattr(self, "_" + artefact)
         make(artefact, path)
@@ -225,9 +225,20 @@ class Builder:
         if artefact == "aarch64":
             check_elf(path, machine=EM_AARCH64)
         if artefact in ("opencl", "cuda"):
-            fmt = "cl" if artefact == "opencl" else "cu"
-            source = "\n".join(m.inspect_source(fmt) for m in ex.mod.imports if m.kind == artefact)
-            path.with_suffix("." + fmt).write_text(source)
+            # The kernel source beside the library, to read or to build a runtime from by hand.
+            fmt, suffix = {"opencl": ("cl", ".cl"), "cuda": ("cuda", ".cu")}[artefact]
+            kernels = [m for m in _walk_imports(ex.mod) if m.kind == artefact]
+            source = "\n".join(m.inspect_source(fmt) for m in kernels)
+            if not source:
+                raise RuntimeError(f"{artefact} build holds no {artefact} kernel source")
+            path.with_suffix(suffix).write_text(source)
+
+
+def _walk_imports(module):
+    """The module and everything it imports (device kernels sit under the host module)."""
+    yield module
+    for m in module.imports:
+        yield from _walk_imports(m)
 
 
 def _compile_gpu(mod, target, artefact: str):

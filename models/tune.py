@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .build import BUILD_DIR, TUNING_DIR, VARIANTS, Builder, fuse_for_cpu, host_target, relax_module
+from .build import BUILD_DIR, TUNING_DIR, VARIANTS, Builder, fuse_for_cpu, host_target, relax_module, tuning_db_files
 
 log = logging.getLogger("facetrack.models.tune")
 
@@ -64,15 +64,21 @@ def tune(variant: str, trials: int, per_task: int | None = None, tuning_dir: Pat
          build_dir: Path = BUILD_DIR, seed: int = 0) -> dict:
     """Tune `variant` for about `trials` measured candidates; write and verify the database."""
     from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
     onnx_path = Builder(variant, build_dir, tuning_dir).ensure("onnx")
     target = host_target()
     mod = fuse_for_cpu(relax_module(onnx_path, variant), target)
     work_dir = Path(tempfile.mkdtemp(prefix=f"tune-{variant}-", dir=build_dir))
+    out_dir = tuning_dir / variant
+    for f in tuning_db_files(variant, tuning_dir):  # continue from the committed records
+        shutil.copy(f, work_dir / f.name)
+    # Heaviest tasks first: a run cut short (see --salvage) has then tuned what matters most.
+    extracted = sorted(extract_tasks(mod, target), key=lambda t: -t.weight * estimate_tir_flops(t.dispatched[0]))
     contexts, weights = extracted_tasks_to_tune_contexts(
-        extract_tasks(mod, target), str(work_dir),
-        strategy=ms.search_strategy.EvolutionarySearch(population_size=512, genetic_num_iters=3), seed=seed)
+        extracted, str(work_dir),
+        strategy=ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3), seed=seed)
     tasks = []
     for ctx, weight in zip(contexts, weights):
         try:
@@ -92,7 +98,6 @@ def tune(variant: str, trials: int, per_task: int | None = None, tuning_dir: Pat
         runner=ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
             number=5, repeat=1, min_repeat_ms=20)))
     seconds = time.perf_counter() - t0
-    out_dir = tuning_dir / variant
     stats = save_best(db, out_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     stats.update(variant=variant, tasks=len(tasks), skipped=len(contexts) - len(tasks), trials=trials,

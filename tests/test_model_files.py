@@ -1,0 +1,65 @@
+"""A bad model file is refused with one clear line; the Pi 5 cross build is an aarch64 ELF."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from models.build import EM_AARCH64, TUNING_DIR, Builder, build, check_elf
+from models.runtime import ModelFileError, load_detector
+from models.tune import verify
+from models.weights import fetch
+
+
+@pytest.fixture(scope="module")
+def built():
+    fetch()
+    return build(["full"], ["torchscript", "onnx", "llvm"])
+
+
+def _expect_error(model_dir, backend, *words):
+    with pytest.raises(ModelFileError) as err:
+        load_detector("full", backend, model_dir=model_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and str(model_dir / "full") in msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("backend,name", [("tvm", "llvm.so"), ("torchscript", "model.ts"),
+                                          ("onnxruntime", "model.onnx")])
+def test_bad_model_files(built, tmp_path, backend, name):
+    (tmp_path / "full").mkdir()
+    _expect_error(tmp_path, backend, name, "missing", "build-model")
+    good = (built["full", "onnx"].parent / name).read_bytes()
+    (tmp_path / "full" / name).write_bytes(good[: len(good) // 2])
+    _expect_error(tmp_path, backend, name, "truncated")
+    (tmp_path / "full" / name).write_bytes(b"\x00garbage" * 512)
+    _expect_error(tmp_path, backend, name)
+
+
+def test_another_models_file_is_refused(built, tmp_path):
+    short = build(["short"], ["onnx"])["short", "onnx"]
+    (tmp_path / "full").mkdir()
+    shutil.copy(short, tmp_path / "full" / "model.onnx")
+    _expect_error(tmp_path, "onnxruntime", "model.onnx", "not the full model")
+
+
+def test_second_build_is_cached(built):
+    b = Builder("full")
+    assert b.manifest["llvm"]["key"] == b.key("llvm")
+
+
+@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="needs Debian's gcc-aarch64-linux-gnu")
+def test_aarch64_cross_build_is_an_arm64_elf(built):
+    path = build(["full"], ["aarch64"])["full", "aarch64"]
+    check_elf(path, EM_AARCH64)
+    with pytest.raises(RuntimeError):
+        check_elf(built["full", "llvm"], EM_AARCH64)
+
+
+@pytest.mark.skipif(not (TUNING_DIR / "full").is_dir(), reason="no committed tuning database")
+def test_tuning_database_holds_valid_records():
+    stats = verify(TUNING_DIR / "full")
+    assert stats["valid"] >= 10 and stats["valid"] == stats["records"]
