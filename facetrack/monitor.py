@@ -33,7 +33,24 @@ def render(latest: dict[str, Metrics], silent_after: float) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     health = {k: v for m in latest.values() for k, v in m.extra.items() if k in ("temp_c", "throttled")}
     lines.append("board: " + (", ".join(f"{k}={v:g}" for k, v in health.items()) or "no thermal or throttle data exposed"))
+    lines += latency_lines(latest)
+    dog = latest.get("watchdog")
+    if dog is not None:
+        silent = sorted(k[len("silent_"):] for k, v in dog.extra.items() if k.startswith("silent_") and k != "silent_stages" and v)
+        lines.append(f"watchdog: {dog.extra.get('restarts', 0):g} restarts; silent: {', '.join(silent) or 'none'}")
     return "\n".join(lines)
+
+
+def latency_lines(latest: dict[str, Metrics]) -> list[str]:
+    """Per-frame latency between pipeline points, p50/p99 ms, from each stage's `lat_*` extras."""
+    out = []
+    for service, m in sorted(latest.items()):
+        paths = sorted({k[4:-len("_p50_ms")] for k in m.extra if k.startswith("lat_") and k.endswith("_p50_ms")})
+        if paths:
+            out.append(f"latency {service}: " + ", ".join(
+                f"{p.replace('_to_', '->')} {m.extra[f'lat_{p}_p50_ms']:.1f}/{m.extra.get(f'lat_{p}_p99_ms', 0):.1f}"
+                for p in paths) + " ms (p50/p99)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,139 @@
+"""`facetrack bench soak --minutes M`: the whole stack for a long while; RSS and fps over time.
+
+Runs the shipped stack under supervisord (demo clip by default, in a run directory of its
+own, the recorder attached) and samples every `--interval` seconds, per supervisord program:
+its pid (a restart shows as a new pid), RSS and CPU % (psutil), and the fps of its stage
+(from its Metrics on the bus). Prints one JSON object: the samples, and per program the RSS
+at the start (after `--warmup`) and end, its maximum, the growth and the fitted growth rate
+(MB per hour, least squares over the samples), restarts, and the stage's fps (mean, min).
+A 30-minute soak is a benchmark outside CI: a leak shows as steady growth, not a step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from common.bus import Subscriber
+from common.messages import Metrics
+from facetrack.stack import Stack
+
+log = logging.getLogger("bench.soak")
+PIPELINE = ("broker", "capture", "detector", "tracker", "sink", "watchdog")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _summary(samples: list[dict], programs: list[str]) -> dict:
+    out = {}
+    for program in programs:
+        rows = [(s["t_s"], s["rss_mb"][program], s["pid"][program], s["fps"].get(program))
+                for s in samples if program in s["rss_mb"]]
+        if not rows:
+            continue
+        t = np.array([r[0] for r in rows])
+        rss = np.array([r[1] for r in rows])
+        fps = [r[3] for r in rows if r[3] is not None]
+        slope = float(np.polyfit(t, rss, 1)[0]) * 3600 if len(rows) >= 3 and np.ptp(t) > 0 else None
+        out[program] = {
+            "rss_start_mb": round(float(rss[0]), 1), "rss_end_mb": round(float(rss[-1]), 1),
+            "rss_max_mb": round(float(rss.max()), 1), "growth_mb": round(float(rss[-1] - rss[0]), 1),
+            "growth_mb_per_hour": None if slope is None else round(slope, 2),
+            "restarts": len({r[2] for r in rows}) - 1,
+            "fps_mean": round(float(np.mean(fps)), 2) if fps else None,
+            "fps_min": round(float(np.min(fps)), 2) if fps else None,
+        }
+    return out
+
+
+def soak(args: argparse.Namespace, run_dir: Path) -> dict:
+    overrides = {
+        "stack": {"id": f"soak{os.getpid()}"},
+        "capture": {"source": args.source, "loop": True},
+        "sink": {"http_port": _free_port(), "privacy_port": _free_port()},
+    }
+    sinks = [s for s in args.sinks.split(",") if s]
+    with Stack(run_dir, overrides, autostart={s: True for s in sinks}) as stack:
+        programs = [*PIPELINE, *sinks]
+        stack.start(wait_for=tuple(programs), timeout=120)
+        sub = Subscriber(stack.config.bus.subscribe, [Metrics.TOPIC], hwm=10000)
+        latest: dict[int, Metrics] = {}  # by pid: a program's stage, whatever its service name
+
+        def pump(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                msg = sub.recv(timeout_ms=100)
+                if msg is not None:
+                    latest[msg.pid] = msg
+
+        log.info("stack up; warming up %.0f s", args.warmup)
+        pump(args.warmup)
+        samples, procs = [], {}
+        t0 = time.monotonic()
+        end = t0 + args.minutes * 60
+        while True:
+            status = stack.status()
+            sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "cpu_percent": {}, "fps": {}}
+            for program in programs:
+                state, pid = status.get(program, ("MISSING", None))
+                if state != "RUNNING" or not pid:
+                    continue
+                try:
+                    proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
+                    sample["rss_mb"][program] = round(proc.memory_info().rss / 2**20, 2)
+                    sample["cpu_percent"][program] = round(proc.cpu_percent(None), 1)
+                except psutil.Error:
+                    continue
+                sample["pid"][program] = pid
+                m = latest.get(pid)
+                if m is not None and time.time() - m.t < 5:
+                    sample["fps"][program] = round(m.fps, 2)
+            samples.append(sample)
+            if time.monotonic() >= end:
+                break
+            log.info("%.0f s: rss %s", sample["t_s"], {p: round(v) for p, v in sample["rss_mb"].items()})
+            pump(min(args.interval, max(0.0, end - time.monotonic())))
+        sub.close()
+    return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
+            "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "samples": samples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facetrack bench soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first sample (model load)")
+    parser.add_argument("--source", default="demo://")
+    parser.add_argument("--sinks", default="sink-recorder", help="extra sink programs to attach, comma separated")
+    parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.run_dir:
+        result = soak(args, args.run_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="facetrack-soak-") as tmp:
+            result = soak(args, Path(tmp))
+    text = json.dumps(result)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
