@@ -182,3 +182,12 @@ def test_second_chance_rejoins_a_face_iou_cannot_pair(image, shift, unseen, rema
     tracks = m.step(1 + unseen, image, _det(1 + unseen, box + [shift, 0, shift, 0]))
     assert any(t.id == first.id and t.state == "confirmed" for t in tracks) is same
     assert m.counters["rematches"] == int(same)
+
+
+def test_reset_forgets_tracks_and_frames_but_ids_go_on(image):
+    m = TrackManager(_cfg(min_hits=1))
+    (track,) = m.step(10, image, _det(10, FACE))
+    m.reset()
+    assert m.step(0, image, None) == []  # frame ids may start again
+    (again,) = m.step(1, image, _det(1, FACE))
+    assert again.id == track.id + 1

@@ -115,16 +115,21 @@ class TrackManager:
     def __init__(self, cfg: TrackerConfig):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
         self.cfg = cfg
-        self._tracks: list[_Track] = []
         self._next_id = 1
+        self.reset()
+        self.counters: dict[str, int] = dict.fromkeys((
+            "frames", "detections_applied", "detections_stale", "late_frames", "reinits", "recoveries",
+            "rematches", "failures", "tracks_started", "tracks_confirmed", "tracks_ended"), 0)
+
+    def reset(self) -> None:
+        """Forget every track and frame (e.g. frame ids restarted with the capture). IDs go on
+        from where they were, so a consumer never sees one ID on two faces."""
+        self._tracks: list[_Track] = []
         self._frame_id: int | None = None
         self._last_det_frame = -1
         self._pending: list[FrameDetections] = []
         self._failures_since_det = 0
-        self._interval = DetectInterval(cfg.interval_min, cfg.interval_max, cfg.adaptive)
-        self.counters: dict[str, int] = dict.fromkeys((
-            "frames", "detections_applied", "detections_stale", "late_frames", "reinits", "recoveries",
-            "rematches", "failures", "tracks_started", "tracks_confirmed", "tracks_ended"), 0)
+        self._interval = DetectInterval(self.cfg.interval_min, self.cfg.interval_max, self.cfg.adaptive)
 
     @property
     def detect_interval(self) -> int:
