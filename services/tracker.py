@@ -66,9 +66,7 @@ def serve(ctx: ServiceContext) -> None:
                 # keyed by the old numbers, so start afresh (ids go on, never reused).
                 log.warning("frame ids went back from %d to %d (capture restarted?): tracks reset",
                             last_frame_id, newest.frame_id)
-                next_id = manager._next_id  # ids go on: a sink never sees one id on two faces
-                manager = TrackManager(cfg.tracker)
-                manager._next_id = next_id
+                manager.reset()  # ids go on: a sink never sees one id on two faces
                 pending, epoch_t = None, newest.t_capture
                 stats.extra["resets"] = stats.extra.get("resets", 0) + 1
             image = reader.read(newest, copy=False)
