@@ -23,6 +23,7 @@ COMMANDS = {
     "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
     "bench identity": ("models.facerec.bench", "face embedding latency per backend, one JSON object"),
     "eval identity": ("facetrack.identity_eval", "naming and re-identification on OTB clips, one JSON object"),
+    "bench soak": ("facetrack.bench_soak", "RSS, CPU and fps per process over time (--minutes M), one JSON object"),
     "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),
 }
 
