@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+from common.config import DEFAULT_CONFIG, load_config
 from common.messages import Identity, Track, Tracks
 from mqtt_support import Collector, Mosquitto, free_port
-from services.sinks.mqtt_events import TrackEvents
+from services.sinks.mqtt_events import MqttLink, TrackEvents
 from test_sink_support import stack  # noqa: F401
 
 LIFE, PERIOD = 8, 10  # frames a scripted track lives, frames between two track starts
@@ -91,6 +92,18 @@ def test_track_events_state_machine():
     assert [(k, f["reason"]) for k, f in machine.tracks(t(0, []))] == [("ended", "restart")]  # frame ids went back
 
 
+def test_link_counts_track_events_apart_from_metrics():
+    """Never connected, queue of 2: metrics are skipped; events queued, then dropped; nothing else counted."""
+    link = MqttLink(load_config(DEFAULT_CONFIG, ["mqtt.queue_size=2"]), "s")
+    try:
+        assert not link.publish("m", {}, 0, event=False)
+        assert [link.publish("e", {"n": n}, 1) for n in range(3)] == [True, True, False]
+        assert not link.publish("e", {}, 0)  # a QoS 0 event while offline is lost: dropped too
+        assert (link.published, link.dropped, link.skipped, link.pending) == (2, 2, 1, 2)
+    finally:
+        link.client.loop_stop()
+
+
 def test_events_status_and_metrics_reach_a_real_broker(stack, broker):  # noqa: F811
     collector = Collector(broker.port)
     sink = mqtt_sink(stack, broker.port)
@@ -158,19 +171,31 @@ def test_events_beyond_the_queue_bound_are_dropped_and_counted(stack, tmp_path):
     broker.stop()
     sink = mqtt_sink(stack, port, "--set=mqtt.queue_size=4")
     try:
+        # Warm-up frames without tracks: with the stack's default (a confirmed track 1) the sink
+        # would see track 1 start in the warm-up and end on the scene's first frame, 12 events in
+        # all, and the first metrics report with >= 10 events would count 10 or 11 by timing.
+        stack.tracks_for = lambda pos: []
         stack.publish_until(lambda: stack.newest_metrics("sink-mqtt") is not None and
                             stack.newest_metrics("sink-mqtt").frames_out > 0)
         base = stack.next_id
         stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
         stack.publish_n(5 * PERIOD, fps=40)
+        want = expected_events(stack)
+        assert len(want) == 10  # five tracks, each started and ended
         m = stack.wait_metrics("sink-mqtt", lambda m: m.extra.get("events_dropped", 0) +
-                               m.extra.get("events_published", 0) >= 10)
-        assert (m.extra["events_published"], m.extra["events_dropped"], m.extra["events_pending"]) == (4, 6, 4)
+                               m.extra.get("events_published", 0) >= len(want))
+        assert (m.extra["events_published"], m.extra["events_dropped"], m.extra["events_pending"]) == \
+            (4, len(want) - 4, 4)
         broker.start()
         collector.wait(lambda: len(received(collector, stack.stack_id)) >= 4, timeout=20, what="the queued events")
         time.sleep(0.5)
-        assert received(collector, stack.stack_id) == expected_events(stack)[:4]
+        assert received(collector, stack.stack_id) == want[:4]
         assert sorted(p["seq"] for p in collector.select("/tracks/", stack.stack_id)) == [0, 1, 2, 3]
+        # Once reconnected and acknowledged, the counts are still those of the scene: nothing more was generated.
+        m = stack.wait_metrics("sink-mqtt", lambda m: m.extra.get("mqtt_connects", 0) >= 1 and
+                               m.extra.get("events_pending", 1) == 0)
+        assert (m.extra["events_started"], m.extra["events_ended"]) == (5, 5)
+        assert (m.extra["events_published"], m.extra["events_dropped"]) == (4, len(want) - 4)
     finally:
         collector.close()
         broker.stop()

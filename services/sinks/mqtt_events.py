@@ -141,9 +141,11 @@ class TrackEvents:
 class MqttLink:
     """One paho-mqtt client: connects in the background, reconnects, bounds what it keeps.
 
-    `publish` never blocks. Counters: published (handed to paho), dropped (QoS>0 refused because mqtt.queue_size messages were
-    unacknowledged), skipped (QoS 0 while disconnected), connects; `pending` is how many
-    QoS>0 messages paho holds unacknowledged now.
+    `publish` never blocks. Counters, track events and metrics apart: published (track events
+    handed to paho), dropped (track events not handed over: QoS>0 refused because
+    mqtt.queue_size messages were unacknowledged, or QoS 0 while disconnected), skipped (metrics
+    not sent: QoS 0 while disconnected), connects; `pending` is how many QoS>0 messages paho
+    holds unacknowledged now.
     """
 
     def __init__(self, cfg: Config, session: str):
@@ -190,23 +192,31 @@ class MqttLink:
                         reason, self.cfg.queue_size)
         self.connected.clear()
 
-    def publish(self, topic: str, payload: dict, qos: int) -> bool:
-        """Hand one message to paho; False when it was dropped (queue full) or skipped (QoS 0, offline)."""
+    def publish(self, topic: str, payload: dict, qos: int, event: bool = True) -> bool:
+        """Hand one message to paho; False when it was not (queue full, or QoS 0 while offline).
+
+        `event`: a track event (counted in published/dropped); else a metrics message (counted,
+        when not sent, in skipped only).
+        """
         if qos == 0 and not self.connected.is_set():
-            self.skipped += 1
-            return False
+            return self._not_sent(event, "not connected")
         info = self.client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=qos)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("MQTT queue full (%d unacknowledged): %d events dropped so far",
-                            self.cfg.queue_size, self.dropped)
-            return False
+            return self._not_sent(event, f"queue full ({self.cfg.queue_size} unacknowledged)")
         if qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return self._not_sent(event, mqtt.error_string(info.rc))
+        if event:
+            self.published += 1
+        return True
+
+    def _not_sent(self, event: bool, why: str) -> bool:
+        if not event:
             self.skipped += 1
             return False
-        self.published += 1
-        return True
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 100 == 0:
+            log.warning("MQTT %s: %d events dropped so far", why, self.dropped)
+        return False
 
     @property
     def pending(self) -> int:
@@ -285,7 +295,7 @@ class MqttEvents:
                        "frames_in": m.frames_in, "frames_out": m.frames_out, "p50_ms": round(m.p50_ms, 2),
                        "p99_ms": round(m.p99_ms, 2), "dropped": m.dropped, "errors": m.errors,
                        "cpu_percent": m.cpu_percent, "rss_bytes": m.rss_bytes, "extra": m.extra}
-            self.link.publish(metrics_topic(self.prefix, self.stack, service), payload, 0)
+            self.link.publish(metrics_topic(self.prefix, self.stack, service), payload, 0, event=False)
 
     def stats(self) -> dict[str, float]:
         self._poll()  # the sink loop asks for stats every turn, frames or not
