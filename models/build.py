@@ -99,19 +99,19 @@ def fuse_for_cpu(mod, target, database=None):
     import tvm
     from tvm import relax
 
-    passes = [
-        relax.transform.DecomposeOpsForInference(),
-        relax.transform.CanonicalizeBindings(),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        tvm.transform.module_pass(_pads_opaque, opt_level=0, name="PadsOpaque"),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
-    if database is not None:
-        passes.append(relax.transform.MetaScheduleApplyDatabase())
-    with target, (database or contextlib.nullcontext()):
+    with target, (database or contextlib.nullcontext()):  # the passes read the current target
+        passes = [
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            tvm.transform.module_pass(_pads_opaque, opt_level=0, name="PadsOpaque"),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ]
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase())
         return tvm.transform.Sequential(passes)(mod)
 
 

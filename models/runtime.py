@@ -98,10 +98,18 @@ def _check_outputs(infer, size: int, anchors: int, path, variant: str) -> None:
 
 
 def set_tvm_threads(num_threads: int | None) -> None:
-    """Size TVM's CPU thread pool (None: one thread per physical core)."""
+    """Size TVM's CPU thread pool.
+
+    None keeps TVM's default, which on x86 assumes hyper-threading and takes half the
+    logical CPUs (1 on a 2-core VM). TVM reads TVM_NUM_THREADS when it sizes the pool,
+    and config_threadpool re-sizes a pool that already exists.
+    """
+    import os
+
     import tvm
 
     if num_threads:
+        os.environ["TVM_NUM_THREADS"] = str(int(num_threads))
         tvm.get_global_func("runtime.config_threadpool")(0, int(num_threads))
 
 
@@ -126,11 +134,11 @@ def check_elf_complete(path: Path) -> None:
 
 def _load_tvm(variant: str, path: Path, num_threads: int | None):
     import tvm
-    from tvm import relax
+    from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler passes imported
 
     check_elf_complete(path)
     try:
-        vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+        vm = VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
         main = vm["main"]
     except Exception as e:  # noqa: BLE001 - TVM raises several error types for a bad file
         raise ModelFileError(f"model file {path} is truncated or not a TVM library: {_reason(e)}") from None
