@@ -22,6 +22,7 @@ COMMANDS = {
     "bench events": ("facetrack.bench_events", "track start -> MQTT event latency p50/p99, one JSON object"),
     "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
     "bench identity": ("models.facerec.bench", "face embedding latency per backend, one JSON object"),
+    "eval-detector": ("models.accuracy", "detector precision/recall/IoU on every sequence of the test data"),
     "eval identity": ("facetrack.identity_eval", "naming and re-identification on OTB clips, one JSON object"),
     "bench soak": ("facetrack.bench_soak", "RSS, CPU and fps per process over time (--minutes M), one JSON object"),
     "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),
