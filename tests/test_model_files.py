@@ -43,7 +43,7 @@ def test_another_models_file_is_refused(built, tmp_path):
     short = build(["short"], ["onnx"])["short", "onnx"]
     (tmp_path / "full").mkdir()
     shutil.copy(short, tmp_path / "full" / "model.onnx")
-    _expect_error(tmp_path, "onnxruntime", "model.onnx", "not the full model")
+    _expect_error(tmp_path, "onnxruntime", "model.onnx", "the full model")
 
 
 def test_second_build_is_cached(built):
