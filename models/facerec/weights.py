@@ -10,7 +10,6 @@ Offline: set FACETRACK_FACEAPI_TARBALL to a local copy of the tarball.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from models.weights import sha256
 
 log = logging.getLogger("facetrack.models.facerec.weights")
 
@@ -44,12 +45,6 @@ class WeightsError(RuntimeError):
     """The face recognition weights are missing or do not match their checksum."""
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dest_path(member: str, dest: Path) -> Path:
