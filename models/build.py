@@ -286,6 +286,15 @@ def build(variants: list[str], artefacts: list[str], force: bool = False, build_
     return out
 
 
+def parse_targets(parser: argparse.ArgumentParser, text: str, known: tuple[str, ...]) -> list[str]:
+    """`--targets a,b` as a list; an unknown name stops the command with one line."""
+    targets = [t for t in text.split(",") if t]
+    unknown = set(targets) - set(known)
+    if unknown:
+        parser.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack build-model", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=[*VARIANTS, "all"], default="full")
@@ -295,10 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TVM_TARGETS)
-    if unknown:
-        p.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TVM_TARGETS)}")
+    targets = parse_targets(p, args.targets, TVM_TARGETS)
     for name in ("onnx_ir", "onnxscript"):  # one line per pass otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from models.build import (AARCH64_CC, BUILD_DIR, EM_AARCH64, ONNX_OPSET, _atomic, _digest, _quiet_stdout,
-                          check_elf, fuse_for_cpu, tvm_target)
+                          check_elf, fuse_for_cpu, parse_targets, tvm_target)
 
 from . import weights
 from .spec import INPUT_SIZE
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TVM_TARGETS)
-    if unknown:
-        p.error(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TVM_TARGETS)}")
+    targets = parse_targets(p, args.targets, TVM_TARGETS)
     try:
         build(["torchscript", "onnx", *targets], args.force, args.build_dir)
     except weights.WeightsError as e:
