@@ -41,12 +41,12 @@ def artefact_path(variant: str, artefact: str, build_dir: Path = BUILD_DIR) -> P
     return build_dir / variant / FILENAMES[artefact]
 
 
-def host_target():
-    """This machine's CPU, named explicitly so LLVM uses its vector units (AVX2, NEON...)."""
+def host_target(mcpu: str | None = None, num_cores: int | None = None):
+    """This machine's CPU (or `mcpu`), named so LLVM uses its vector units (AVX2, NEON...)."""
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                              "num-cores": os.cpu_count() or 1})
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu or tvm.target.codegen.llvm_get_system_cpu(),
+                              "num-cores": num_cores or os.cpu_count() or 1})
 
 
 def tvm_target(name: str):

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tflite import read_convs
-
 INPUT_SIZE = {"short": 128, "full": 192}
 
 
@@ -163,6 +161,8 @@ def from_tflite(variant: str, path: Path) -> nn.Module:
     """Build the variant and copy every conv's weights from the .tflite, in op order."""
     model = BlazeFace[variant]()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    from .tflite import read_convs  # LiteRT's schema: needed only to read weights, not to tune
+
     tfl = read_convs(path)
     if len(convs) != len(tfl):
         raise ValueError(f"{path}: {len(tfl)} convolutions, the {variant} network has {len(convs)}")
