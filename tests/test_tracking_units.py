@@ -191,3 +191,26 @@ def test_reset_forgets_tracks_and_frames_but_ids_go_on(image):
     assert m.step(0, image, None) == []  # frame ids may start again
     (again,) = m.step(1, image, _det(1, FACE))
     assert again.id == track.id + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-50, 700), st.floats(-50, 530), st.floats(1, 400), st.floats(1, 400))
+def test_filters_start_on_snapped_sizes_inside_the_image(x, y, w, h):
+    """A filter's template size is a multiple of SIZE_STEP (KCF keeps memory per size seen),
+    inside the image, centred on the box within half a step."""
+    from common.tracking.trackers import MIN_SIDE, SIZE_STEP, _clip_xywh
+
+    shape = (480, 640, 3)
+    box = np.array([x, y, x + w, y + h])
+    rect = _clip_xywh(box, shape)
+    inside = (min(640, round(x + w)) - max(0, round(x)), min(480, round(y + h)) - max(0, round(y)))
+    if min(inside) < MIN_SIDE:
+        assert rect is None
+        return
+    rx, ry, rw, rh = rect
+    assert 0 <= rx and rx + rw <= 640 and 0 <= ry and ry + rh <= 480
+    for side, seen in ((rw, inside[0]), (rh, inside[1])):
+        assert side % SIZE_STEP == 0 or side == seen < SIZE_STEP
+        assert abs(side - seen) <= SIZE_STEP
+    cx, cy = (max(0, x) + min(640, x + w)) / 2, (max(0, y) + min(480, y + h)) / 2
+    assert abs(rx + rw / 2 - cx) <= SIZE_STEP and abs(ry + rh / 2 - cy) <= SIZE_STEP
