@@ -84,28 +84,31 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
         samples, procs = [], {}
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
-        while True:
-            status = stack.status()
-            sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "cpu_percent": {}, "fps": {}}
-            for program in programs:
-                state, pid = status.get(program, ("MISSING", None))
-                if state != "RUNNING" or not pid:
-                    continue
-                try:
-                    proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
-                    sample["rss_mb"][program] = round(proc.memory_info().rss / 2**20, 2)
-                    sample["cpu_percent"][program] = round(proc.cpu_percent(None), 1)
-                except psutil.Error:
-                    continue
-                sample["pid"][program] = pid
-                m = latest.get(pid)
-                if m is not None and time.time() - m.t < 5:
-                    sample["fps"][program] = round(m.fps, 2)
-            samples.append(sample)
-            if time.monotonic() >= end:
-                break
-            log.info("%.0f s: rss %s", sample["t_s"], {p: round(v) for p, v in sample["rss_mb"].items()})
-            pump(min(args.interval, max(0.0, end - time.monotonic())))
+        try:
+            while True:
+                status = stack.status()
+                sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "cpu_percent": {}, "fps": {}}
+                for program in programs:
+                    state, pid = status.get(program, ("MISSING", None))
+                    if state != "RUNNING" or not pid:
+                        continue
+                    try:
+                        proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
+                        sample["rss_mb"][program] = round(proc.memory_info().rss / 2**20, 2)
+                        sample["cpu_percent"][program] = round(proc.cpu_percent(None), 1)
+                    except psutil.Error:
+                        continue
+                    sample["pid"][program] = pid
+                    m = latest.get(pid)
+                    if m is not None and time.time() - m.t < 5:
+                        sample["fps"][program] = round(m.fps, 2)
+                samples.append(sample)
+                if time.monotonic() >= end:
+                    break
+                log.info("%.0f s: rss %s", sample["t_s"], {p: round(v) for p, v in sample["rss_mb"].items()})
+                pump(min(args.interval, max(0.0, end - time.monotonic())))
+        except KeyboardInterrupt:  # Ctrl-C: stop early and still report what was sampled
+            log.info("interrupted after %d samples", len(samples))
         sub.close()
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
             "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "samples": samples}

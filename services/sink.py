@@ -21,7 +21,7 @@ from pathlib import Path
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
-from common.messages import Frame, Tracks
+from common.messages import Frame, Identity, Tracks
 from common.service import InputError, ServiceContext, run_service
 from common.messages import Metrics
 from services.sinks.jsonl import JsonLines
@@ -35,6 +35,7 @@ log = logging.getLogger("sink")
 KINDS = ("live", "recorder", "jsonl", "privacy")
 KINDS += ("mqtt", "rtsp")  # MQTT events (services/sinks/mqtt_events.py), RTSP stream (services/sinks/stream.py)
 MIN_PAIRING = 64  # frames kept waiting for tracks; the ring's slot count if larger
+MAX_NAMES = 1024  # track names kept; the oldest named are forgotten first
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +77,7 @@ class SinkLoop:
         self.pairer = FramePairer(max(MIN_PAIRING, ctx.config.ring.slots))
         self.stale = 0
         self.failed = 0
+        self.names: dict[int, str] = {}  # track id -> name, from the identity service
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -86,6 +88,11 @@ class SinkLoop:
                 self.pairer.add_frame(msg)
             elif isinstance(msg, Tracks):
                 tracks.append(msg)
+            elif isinstance(msg, Identity):
+                self.names.pop(msg.track_id, None)  # re-inserted last: the oldest go first
+                self.names[msg.track_id] = msg.name
+                while len(self.names) > MAX_NAMES:
+                    del self.names[next(iter(self.names))]
             elif isinstance(msg, Metrics) and hasattr(self.sink, "on_metrics"):
                 self.sink.on_metrics(msg)
         if self.sink.latest_only:
@@ -106,7 +113,7 @@ class SinkLoop:
                 self.stale += 1
                 return
         try:
-            self.sink.handle(Paired(frame, tracks, image))
+            self.sink.handle(Paired(frame, tracks, image, self.names))
         except OSError as exc:  # a full disk, say: count it, keep going, log now and then
             self.failed += 1
             if self.failed == 1 or self.failed % 100 == 0:
@@ -134,7 +141,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC] + ([Metrics.TOPIC] if hasattr(sink, "on_metrics") else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if hasattr(sink, "on_metrics") else [])
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
     loop = SinkLoop(ctx, sink, reader)

@@ -1,4 +1,5 @@
-"""The jsonl and privacy sink kinds, `facetrack sink`, and the live view's Prometheus `/metrics`.
+"""The jsonl and privacy sink kinds, `facetrack sink`, names from the identity service, and the
+live view's Prometheus `/metrics`.
 
 The test plays capture and tracker on real face frames (test_sink_support's harness): track 1
 lies on the gt head box, track 7 (lost) in the top-left corner.
@@ -16,7 +17,8 @@ import cv2
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.messages import Metrics
+from common.messages import Identity, Metrics
+from services.sinks.drawing import label_of
 from services.sinks.privacy import MARGIN, blur_faces, blur_region
 from test_sink_support import ROOT, get_json, http_get, stack  # noqa: F401
 
@@ -115,6 +117,40 @@ def test_privacy_view_blurs_the_faces_and_leaves_the_background(stack):
     m = stack.wait_metrics("sink-privacy", lambda m: m.extra.get("faces_blurred", 0) > 0)
     assert m.errors == 0
     assert sink.stop() == 0
+
+
+def test_identity_names_reach_the_jsonl_and_live_sinks_but_not_the_privacy_view(stack):
+    """The identity service names track 1: jsonl and the live view carry the name from then
+    on (track 7, never named, has none); the privacy view never shows who anyone is."""
+    jsonl = stack.sink("--kind", "jsonl")
+    live = stack.sink("--kind", "live", "--port", "0")
+    privacy = stack.sink("--kind", "privacy", "--port", "0")
+    urls = live.url(), privacy.url()
+    stack.publish_until(lambda: all(get_json(u + "tracks.json") is not None for u in urls)
+                        and json_lines(jsonl.log()))
+
+    def named() -> bool:
+        stack.publisher.send(Identity(track_id=1, frame_id=stack.next_id - 1, name="Ada", distance=0.31,
+                                      t=time.time()))
+        return any(t.get("name") == "Ada" for t in get_json(urls[0] + "tracks.json")["tracks"])
+
+    stack.publish_until(named)
+    stack.publish_n(10)
+    live_tracks = {t["id"]: t for t in get_json(urls[0] + "tracks.json")["tracks"]}
+    assert live_tracks[1]["name"] == "Ada" and "name" not in live_tracks[7]
+    last = json_lines(jsonl.log())[-1]["tracks"]
+    assert [t.get("name") for t in last] == ["Ada", None]
+    assert all("name" not in t for t in get_json(urls[1] + "tracks.json")["tracks"])
+    for sink in (jsonl, live, privacy):
+        assert sink.stop() == 0
+
+
+def test_labels_carry_known_names_only():
+    from common.messages import Track
+
+    confirmed, lost = Track(3, [0, 0, 9, 9], 0.9, "confirmed", 5), Track(4, [0, 0, 9, 9], 0.9, "lost", 5)
+    assert label_of(confirmed) == "id 3" and label_of(confirmed, "unknown") == "id 3"
+    assert label_of(confirmed, "Ada") == "id 3 Ada" and label_of(lost, "Bo") == "id 4 Bo (lost)"
 
 
 def test_live_view_serves_every_stage_metrics_in_prometheus_format(stack):

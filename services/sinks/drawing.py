@@ -1,4 +1,4 @@
-"""Draws tracks on a frame: a box and an "id N" label per track, one fixed colour per id.
+"""Draws tracks on a frame: a box and an "id N [name]" label per track, one colour per id.
 
 Colours come from the id alone (golden-ratio hue steps, full saturation), so a face keeps
 its colour across frames, in the page's table and in every viewer.
@@ -37,14 +37,22 @@ def box_pixels(box, width: int, height: int) -> tuple[int, int, int, int]:
             min(max(x2, 0), width - 1), min(max(y2, 0), height - 1))
 
 
-def draw_tracks(image: np.ndarray, tracks: list[Track]) -> np.ndarray:
-    """Draw in place on `image` (BGR) and return it."""
+def label_of(track: Track, name: str | None = None) -> str:
+    """ "id 3", "id 3 Ada", "id 3 (lost)": an unknown face gets no name."""
+    label = f"id {track.id}"
+    if name and name != "unknown":
+        label += f" {name}"
+    return label if track.state == "confirmed" else f"{label} ({track.state})"
+
+
+def draw_tracks(image: np.ndarray, tracks: list[Track], names: dict[int, str] | None = None) -> np.ndarray:
+    """Draw in place on `image` (BGR) and return it; `names` by track id, from the identity service."""
     h, w = image.shape[:2]
     for track in tracks:
         colour = track_colour(track.id)
         x1, y1, x2, y2 = box_pixels(track.box, w, h)
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, THICKNESS.get(track.state, THIN), cv2.LINE_8)
-        label = f"id {track.id}" if track.state == "confirmed" else f"id {track.id} ({track.state})"
+        label = label_of(track, (names or {}).get(track.id))
         (tw, th), base = cv2.getTextSize(label, _FONT, _FONT_SCALE, 1)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(y2 + th + 4, h - base)
         cv2.rectangle(image, (x1, ty - th - 2), (x1 + tw + 4, ty + base), colour, cv2.FILLED)

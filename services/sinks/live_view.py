@@ -150,7 +150,7 @@ class LiveView:
         record = paired.record(time.time())
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
-        self.latest.put(draw_tracks(paired.image, paired.tracks.tracks), record)
+        self.latest.put(draw_tracks(paired.image, paired.tracks.tracks, paired.names), record)
 
     def on_metrics(self, msg) -> None:
         """A Metrics message of any stage (the sink loop subscribes to them for this kind)."""

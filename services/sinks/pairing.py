@@ -9,7 +9,7 @@ tracks never come leave the dict silently: the gap in tracks ids has counted the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,10 +18,12 @@ from common.messages import Frame, Tracks
 
 @dataclass
 class Paired:
-    """One frame with its tracks; `image` is None for sinks that need no pixels."""
+    """One frame with its tracks; `image` is None for sinks that need no pixels. `names`:
+    track id -> the identity service's latest name for it (ids it never named are absent)."""
     frame: Frame
     tracks: Tracks
     image: np.ndarray | None = None
+    names: dict[int, str] = field(default_factory=dict)
 
     def record(self, t_sink: float) -> dict:
         """The JSON form shared by the recorder's tracks.jsonl and the live view's /tracks.json."""
@@ -31,7 +33,8 @@ class Paired:
             "t_capture": self.tracks.t_capture,
             "t_tracked": self.tracks.t_tracked,
             "t_sink": t_sink,
-            "tracks": [{"id": t.id, "box": list(t.box), "score": t.score, "state": t.state, "age": t.age}
+            "tracks": [{"id": t.id, "box": list(t.box), "score": t.score, "state": t.state, "age": t.age,
+                        **({"name": self.names[t.id]} if t.id in self.names else {})}
                        for t in self.tracks.tracks],
         }
 

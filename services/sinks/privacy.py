@@ -6,12 +6,14 @@ a shop or a hallway can show the scene without showing who is in it. Each track'
 grown by `MARGIN` on every side (boxes from BlazeFace are tight around the face: hair and
 ears would stay recognisable), is pixelated and then smoothed; pixels outside every box
 are passed through untouched. Tracks in every state are blurred, lost ones included.
+Names from the identity service are never shown here, neither drawn nor in /tracks.json.
 
 Limit: a face is blurred from the first frame on which the tracker publishes it (after
 `tracker.min_hits` detections); a face nobody has detected yet is not blurred.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import cv2
@@ -63,7 +65,7 @@ class PrivacyView(LiveView):
         self.blurred = 0
 
     def handle(self, paired: Paired) -> None:
-        record = paired.record(time.time())
+        record = dataclasses.replace(paired, names={}).record(time.time())  # who it is stays private
         boxes = [t.box for t in paired.tracks.tracks]
         self.blurred += len(boxes)
         self.latest.put(blur_faces(paired.image, boxes), record)

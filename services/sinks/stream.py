@@ -107,7 +107,7 @@ class RtspStream:
                  self.cfg.stream.port, self.cfg.stream.path)
 
     def handle(self, paired: Paired) -> None:
-        image = draw_tracks(paired.image, paired.tracks.tracks)
+        image = draw_tracks(paired.image, paired.tracks.tracks, paired.names)
         with self._cond:
             if self._image is not None:
                 self.skipped += 1  # the writer had not taken the previous one yet
