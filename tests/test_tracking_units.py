@@ -114,7 +114,7 @@ def test_probation_publishes_after_min_hits(image, kind):
     assert m.step(2, image, _det(2, FACE)) == []
     (track,) = m.step(3, image, _det(3, FACE))
     assert track.state == "confirmed" and track.id == 1 and track.age == 2
-    assert iou_matrix(np.array(track.box), FACE)[0, 0] > 0.9
+    assert iou_matrix(np.array(track.box), FACE)[0, 0] > 0.85  # filters start on sides ~10 % apart
     assert m.counters["tracks_started"] == 1 and m.counters["tracks_confirmed"] == 1
 
 
@@ -196,13 +196,12 @@ def test_reset_forgets_tracks_and_frames_but_ids_go_on(image):
 @settings(max_examples=300, deadline=None)
 @given(st.floats(-50, 700), st.floats(-50, 530), st.floats(1, 400), st.floats(1, 400))
 def test_filters_start_on_snapped_sizes_inside_the_image(x, y, w, h):
-    """A filter's template size is a multiple of SIZE_STEP (KCF keeps memory per size seen),
-    inside the image, centred on the box within half a step."""
-    from common.tracking.trackers import MIN_SIDE, SIZE_STEP, _clip_xywh
+    """A filter's template sides come from the SIDES ladder (KCF keeps memory per size seen),
+    inside the image, within ~8 % of the box and centred on it."""
+    from common.tracking.trackers import MIN_SIDE, SIDES, _clip_xywh
 
     shape = (480, 640, 3)
-    box = np.array([x, y, x + w, y + h])
-    rect = _clip_xywh(box, shape)
+    rect = _clip_xywh(np.array([x, y, x + w, y + h]), shape)
     inside = (min(640, round(x + w)) - max(0, round(x)), min(480, round(y + h)) - max(0, round(y)))
     if min(inside) < MIN_SIDE:
         assert rect is None
@@ -210,7 +209,7 @@ def test_filters_start_on_snapped_sizes_inside_the_image(x, y, w, h):
     rx, ry, rw, rh = rect
     assert 0 <= rx and rx + rw <= 640 and 0 <= ry and ry + rh <= 480
     for side, seen in ((rw, inside[0]), (rh, inside[1])):
-        assert side % SIZE_STEP == 0 or side == seen < SIZE_STEP
-        assert abs(side - seen) <= SIZE_STEP
+        assert side in SIDES or side == seen < SIDES[0]
+        assert abs(side - seen) <= max(2, 0.08 * seen)
     cx, cy = (max(0, x) + min(640, x + w)) / 2, (max(0, y) + min(480, y + h)) / 2
-    assert abs(rx + rw / 2 - cx) <= SIZE_STEP and abs(ry + rh / 2 - cy) <= SIZE_STEP
+    assert abs(rx + rw / 2 - cx) <= max(2, 0.08 * inside[0]) and abs(ry + rh / 2 - cy) <= max(2, 0.08 * inside[1])

@@ -20,27 +20,27 @@ _FACTORIES = {
     "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
 }
 MIN_SIDE = 4  # px: smaller boxes cannot hold a correlation filter
-# Filters start on boxes whose sides are multiples of SIZE_STEP px. OpenCV's KCF keeps heap
-# memory for every template size it has seen: on boxes of every size a long-running tracker
-# grew without end (RSS +20 % in a 30-min soak; +100 MB in 3500 updates with re-inits on
-# random sizes), on a few sizes it stays flat. Inits also run ~2x faster on such sizes.
-SIZE_STEP = 8
+# Filters start on boxes whose sides come from SIDES, a ladder ~10 % apart (multiples of 4 px).
+# OpenCV's KCF keeps heap memory for every template size it has seen: on boxes of every size
+# a long-running tracker grew without end (RSS +20 % in a 30-min soak; +100 MB in 3500
+# updates with re-inits on random sizes); on a few dozen sizes it stays flat (a fixed 8 px
+# grid still crept: w and h vary apart). Inits also run ~2x faster.
+SIDES = tuple(sorted({round(8 * 1.1 ** k / 4) * 4 for k in range(60)}))  # 8, 12, ... 4 px apart up to 52
 
 
 def _snap(lo: int, hi: int, limit: int) -> tuple[int, int]:
-    """Start and length of [lo, hi) resized to the nearest multiple of SIZE_STEP about its
-    centre, kept inside [0, limit); sides under SIZE_STEP stay as they are."""
+    """Start and length of [lo, hi) resized to the nearest side in SIDES that fits in
+    [0, limit), about its centre; sides under SIDES[0] stay as they are."""
     side = hi - lo
-    snapped = round(side / SIZE_STEP) * SIZE_STEP
-    if not 0 < snapped <= limit:
-        snapped = side // SIZE_STEP * SIZE_STEP or side
+    fitting = [s for s in SIDES if s <= limit]
+    snapped = min(fitting, key=lambda s: abs(s - side)) if side >= SIDES[0] and fitting else side
     start = lo + (side - snapped) // 2
     return min(max(0, start), limit - snapped), snapped
 
 
 def _clip_xywh(box: np.ndarray, shape: tuple) -> tuple[int, int, int, int] | None:
-    """xyxy float → integer xywh inside the image with sides snapped to SIZE_STEP, or None
-    when too little of it is inside."""
+    """xyxy float → integer xywh inside the image with sides snapped to SIDES, or None when
+    too little of it is inside."""
     h, w = shape[:2]
     x1, y1 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
     x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
