@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -107,8 +108,10 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                     break
                 log.info("%.0f s: rss %s", sample["t_s"], {p: round(v) for p, v in sample["rss_mb"].items()})
                 pump(min(args.interval, max(0.0, end - time.monotonic())))
-        except KeyboardInterrupt:  # Ctrl-C: stop early and still report what was sampled
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop early and still report what was sampled
             log.info("interrupted after %d samples", len(samples))
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the shutdown short
+                signal.signal(sig, signal.SIG_IGN)
         sub.close()
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
             "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "samples": samples}
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops early too, and stops the stack
     if args.run_dir:
         result = soak(args, args.run_dir)
     else:
