@@ -20,44 +20,45 @@ _FACTORIES = {
     "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
 }
 MIN_SIDE = 4  # px: smaller boxes cannot hold a correlation filter
-# Filters start on boxes whose sides come from SIDES, a ladder ~10 % apart (multiples of 4 px).
+# Filters learn on square templates whose side comes from SIDES, a ladder ~10 % apart
+# (multiples of 4 px); the box reported keeps the detection's own width and height.
 # OpenCV's KCF keeps heap memory for every template size it has seen: on boxes of every size
 # a long-running tracker grew without end (RSS +20 % in a 30-min soak; +100 MB in 3500
-# updates with re-inits on random sizes); on a few dozen sizes it stays flat (a fixed 8 px
-# grid still crept: w and h vary apart). Inits also run ~2x faster.
+# updates with re-inits on random sizes). A fixed 8 px grid still crept, and so did ladder
+# widths x ladder heights (+6.5 %: a new pair kept appearing); one side per template bounds
+# the sizes to a few dozen. Inits also run ~2x faster.
 SIDES = tuple(sorted({round(8 * 1.1 ** k / 4) * 4 for k in range(60)}))  # 8, 12, ... 4 px apart up to 52
 
 
-def _snap(lo: int, hi: int, limit: int) -> tuple[int, int]:
-    """Start and length of [lo, hi) resized to the nearest side in SIDES that fits in
-    [0, limit), about its centre; sides under SIDES[0] stay as they are."""
-    side = hi - lo
-    fitting = [s for s in SIDES if s <= limit]
-    snapped = min(fitting, key=lambda s: abs(s - side)) if side >= SIDES[0] and fitting else side
-    start = lo + (side - snapped) // 2
-    return min(max(0, start), limit - snapped), snapped
-
-
-def _clip_xywh(box: np.ndarray, shape: tuple) -> tuple[int, int, int, int] | None:
-    """xyxy float → integer xywh inside the image with sides snapped to SIDES, or None when
-    too little of it is inside."""
+def _template(box: np.ndarray, shape: tuple) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The square template (integer xywh inside the image, side from SIDES, about the box's
+    centre) for xyxy `box`, and the box's own size inside the image (w, h); None when too
+    little of the box is inside."""
     h, w = shape[:2]
-    x1, y1 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
-    x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
-    if x2 - x1 < MIN_SIDE or y2 - y1 < MIN_SIDE:
+    x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+    x2, y2 = min(float(w), float(box[2])), min(float(h), float(box[3]))
+    bw, bh = x2 - x1, y2 - y1
+    if bw < MIN_SIDE or bh < MIN_SIDE:
         return None
-    (x, bw), (y, bh) = _snap(x1, x2, w), _snap(y1, y2, h)
-    return x, y, bw, bh
+    side = (bw * bh) ** 0.5
+    fitting = [s for s in SIDES if s <= min(w, h)]
+    if side >= SIDES[0] and fitting:
+        side = min(fitting, key=lambda s: abs(s - side))
+    side = int(round(side))
+    x = min(max(0, int(round((x1 + x2 - side) / 2))), w - side)
+    y = min(max(0, int(round((y1 + y2 - side) / 2))), h - side)
+    return (x, y, side, side), np.array((bw, bh))
 
 
 class BoxTracker:
     """One OpenCV correlation tracker following one box."""
 
-    __slots__ = ("kind", "_impl")
+    __slots__ = ("kind", "_impl", "_scale")
 
     def __init__(self, kind: str):
         self.kind = kind
         self._impl = None
+        self._scale = np.ones(2)  # box size / template size, per axis
 
     def init(self, image: np.ndarray, box: np.ndarray) -> bool:
         """(Re)start on `box` of `image`; False if the box is (mostly) outside the image.
@@ -68,10 +69,10 @@ class BoxTracker:
         (~15 % on face crops), and that first update is where it says so: retry 3 and 6 px
         smaller. CSRT needs neither and its update costs ~25 ms, so it is not given one.
         """
-        rect = _clip_xywh(box, image.shape)
-        if rect is None:
+        found = _template(box, image.shape)
+        if found is None:
             return False
-        x, y, w, h = rect
+        (x, y, w, h), size = found
         for shrink in (0, 3, 6) if self.kind == "mosse" else (0,):
             self._impl = _FACTORIES[self.kind]()  # a fresh filter: OpenCV trackers do not re-init cleanly
             try:
@@ -79,19 +80,23 @@ class BoxTracker:
                 if self.kind != "csrt":
                     ok, _ = self._impl.update(image)
             except cv2.error as exc:
-                log.debug("%s init failed on %s: %s", self.kind, rect, exc)
+                log.debug("%s init failed on %s: %s", self.kind, (x, y, w, h), exc)
                 return False
             if ok is None or ok:
+                self._scale = size / (w - shrink)
                 return True
-        log.debug("%s could not learn %s", self.kind, rect)
+        log.debug("%s could not learn %s", self.kind, (x, y, w, h))
         return False
 
     def update(self, image: np.ndarray) -> np.ndarray | None:
-        """The box on this image, or None when the tracker reports failure or leaves the image."""
+        """The box on this image (the template's centre, the box's own size scaled as the
+        template scaled), or None when the tracker reports failure or leaves the image."""
         ok, (x, y, w, h) = self._impl.update(image)
         if not ok or w < MIN_SIDE or h < MIN_SIDE:
             return None
-        box = np.array((x, y, x + w, y + h), dtype=np.float64)
+        half = np.array((w, h), dtype=np.float64) * self._scale / 2
+        centre = np.array((x + w / 2, y + h / 2), dtype=np.float64)
+        box = np.concatenate((centre - half, centre + half))
         ih, iw = image.shape[:2]
         if box[2] <= 0 or box[3] <= 0 or box[0] >= iw or box[1] >= ih:
             return None
