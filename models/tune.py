@@ -79,9 +79,11 @@ def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int 
     build_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f"tune-{variant}-", dir=build_dir))
     out_dir = out_dir or tuning_dir / variant
-    if not from_scratch:
-        for f in tuning_db_files(variant, tuning_dir):  # continue from the committed records
+    seeds = None
+    if not from_scratch:  # continue from the committed records: they seed the search
+        for f in tuning_db_files(variant, tuning_dir):
             shutil.copy(f, work_dir / f.name)
+        seeds = _open_db(work_dir)
     # Heaviest tasks first: a run cut short (see --salvage) has then tuned what matters most.
     # MetaSchedule records results only after a first pass over all tasks: a run stopped
     # before that keeps nothing, so a short budget should tune fewer tasks (--tasks).
@@ -103,32 +105,46 @@ def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int 
         runner=ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
             number=5, repeat=1, min_repeat_ms=20)))
     seconds = time.perf_counter() - t0
-    stats = save_best(db, out_dir)
+    stats = save_best(db, out_dir, seeds=seeds, tuned=[ctx.mod for ctx, _ in tasks])
     shutil.rmtree(work_dir, ignore_errors=True)
     stats.update(variant=variant, tasks=len(tasks), trials=trials, seconds=round(seconds, 1))
     log.info("%s: tuned in %.0f s: %s", variant, seconds, stats)
     return stats
 
 
-def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1) -> dict:
+def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1, seeds=None,
+              tuned: list | None = None) -> dict:
     """Keep the best valid record of each workload in a fresh JSON database at `out_dir`.
 
     `others` are databases tuned elsewhere (another machine, other shards): their times do
     not compare with ours, so where two databases hold a workload, every candidate is
     measured again here and the fastest here is kept, with the time measured here.
+    `seeds` are the records `db` started from, maybe timed on another machine: a workload
+    of `tuned` (the run's task modules) keeps its best seed only if the run measured nothing
+    valid for it; seeds of workloads not tuned are left out.
     """
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    def best_of(database) -> dict[int, object]:
+    def key_of(record) -> int:
+        return tvm_ffi.structural_hash(record.workload.mod)
+
+    def mark(record) -> tuple:
+        return key_of(record), tuple(float(s) for s in record.run_secs)
+
+    def best_of(database, skip=frozenset()) -> dict[int, object]:
         best: dict[int, object] = {}
         for record in database.get_all_tuning_records():
-            key = tvm_ffi.structural_hash(record.workload.mod)
-            if _valid(record) and (key not in best or _mean(record) < _mean(best[key])):
+            key = key_of(record)
+            if (_valid(record) and mark(record) not in skip
+                    and (key not in best or _mean(record) < _mean(best[key]))):
                 best[key] = record
         return best
 
-    candidates: dict[int, list] = {k: [r] for k, r in best_of(db).items()}
+    tuned_keys = {tvm_ffi.structural_hash(m) for m in tuned or []}
+    seeded = {k: r for k, r in best_of(seeds).items() if k in tuned_keys} if seeds is not None else {}
+    marks = frozenset(mark(r) for r in seeds.get_all_tuning_records()) if seeds is not None else frozenset()
+    candidates: dict[int, list] = {k: [r] for k, r in (seeded | best_of(db, marks)).items()}
     for other in others or []:
         for key, record in best_of(other).items():
             candidates.setdefault(key, []).append(record)

@@ -48,6 +48,33 @@ def test_merge_keeps_the_schedule_that_is_faster_here(tmp_path):
     assert 1e-9 < _mean(kept) < 1.0  # measured here, not copied from either database
 
 
+def test_a_run_from_seeds_keeps_its_own_measurements(tmp_path):
+    """A run continued from records timed elsewhere: its tuned workload keeps the record the
+    run measured, even against a seed claiming 1 ns; a workload it measured nothing for keeps
+    its seed; a seed of a workload not tuned is left out."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    committed = _db(TUNING_DIR / "full").get_all_tuning_records()
+    a, b, c = sorted(committed, key=_mean)[-3:]
+    seeds, work = _db(tmp_path / "seeds"), _db(tmp_path / "work")
+    for db in (seeds, work):  # a run's work database starts as a copy of its seeds
+        for r, secs in ((a, [1e-9]), (b, b.run_secs), (c, c.run_secs)):
+            db.commit_tuning_record(ms.database.TuningRecord(
+                r.trace, db.commit_workload(r.workload.mod), secs, r.target, r.args_info))
+    fresh = Schedule(a.workload.mod).trace
+    work.commit_tuning_record(ms.database.TuningRecord(
+        fresh, work.commit_workload(a.workload.mod), [2e-3], a.target, a.args_info))
+
+    stats = save_best(work, tmp_path / "out", seeds=seeds, tuned=[a.workload.mod, b.workload.mod])
+
+    assert stats["records"] == 2
+    kept = {str(r.workload.mod): r for r in _db(tmp_path / "out").get_all_tuning_records()}
+    assert str(kept[str(a.workload.mod)].trace) == str(fresh) and _mean(kept[str(a.workload.mod)]) == 2e-3
+    assert str(kept[str(b.workload.mod)].trace) == str(b.trace)
+    assert str(c.workload.mod) not in kept
+
+
 def test_shard_is_k_of_n():
     assert _shard("1/4") == (1, 4)
     for bad in ("4/4", "a/2", "1", "-1/2"):
