@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         out_dir = args.out or TUNING_DIR / variant
         if args.salvage:
-            log.info("%s: %s", variant, save_best(_open_db(args.salvage), out_dir))
+            seeds = _open_db(TUNING_DIR / variant)  # records a continued run started from
+            log.info("%s: %s", variant, save_best(_open_db(args.salvage), out_dir, seeds=seeds))
         elif args.merge:
             log.info("%s: %s", variant, save_best(_open_db(TUNING_DIR / variant), out_dir,
                                                   others=[_open_db(d) for d in args.merge], threads=args.threads))
