@@ -111,6 +111,7 @@ class SinkConfig:
 @dataclass(frozen=True)
 class MonitorConfig:
     interval_s: float = 1.0
+    release_heap_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ _POSITIVE = {
     "identity.reload_s", "identity.threshold", "identity.better_view", "identity.reid_window_s",
 }
 _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost",
-                 "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px"}
+                 "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px",
+                 "monitor.release_heap_s"}
 _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
                    "identity.match_iou"}
 # Watchdog (services/watchdog.py) and the privacy view.

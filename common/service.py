@@ -23,6 +23,7 @@ import psutil
 from common.board import read_health
 from common.bus import Publisher
 from common.config import Config, ConfigError, load_config
+from common.heap import release_free_heap
 from common.messages import Metrics
 
 log = logging.getLogger(__name__)
@@ -100,20 +101,26 @@ class StageStats:
 class MetricsReporter:
     """Publishes the stage's Metrics once per period; call `tick()` from the main loop."""
 
-    def __init__(self, service: str, publisher: Publisher, stats: StageStats, period_s: float):
+    def __init__(self, service: str, publisher: Publisher, stats: StageStats, period_s: float,
+                 release_heap_s: float = 0.0):
         self.service = service
         self.publisher = publisher
         self.stats = stats
         self.period_s = period_s
+        self.release_heap_s = release_heap_s
         self.proc = psutil.Process()
         self.proc.cpu_percent(None)
         self._next = time.monotonic() + period_s
+        self._next_release = time.monotonic() + release_heap_s
 
     def tick(self) -> None:
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + self.period_s
+        if self.release_heap_s and now >= self._next_release:  # before RSS is read
+            self._next_release = now + self.release_heap_s
+            release_free_heap()
         self.publisher.send(self.snapshot())
 
     def snapshot(self) -> Metrics:
@@ -148,7 +155,7 @@ class ServiceContext:
     def metrics(self) -> MetricsReporter:
         if self._metrics is None:
             self._metrics = MetricsReporter(self.name, self.publisher, self.stats,
-                                            self.config.monitor.interval_s)
+                                            self.config.monitor.interval_s, self.config.monitor.release_heap_s)
         return self._metrics
 
 

@@ -1,0 +1,23 @@
+"""`bench soak`'s summary: growth from the first and last minute, not from two samples."""
+from __future__ import annotations
+
+from facetrack.bench_soak import _summary
+
+
+def _samples(rss_of_t):
+    return [{"t_s": t, "rss_mb": {"tracker": rss_of_t(t)}, "pid": {"tracker": 7}, "fps": {"tracker": 30.0}}
+            for t in range(0, 1801, 5)]
+
+
+def test_a_swing_in_the_last_sample_is_not_growth():
+    flat_with_swings = _samples(lambda t: 150.0 if (1800 - t) % 255 < 10 else 125.0)  # the last sample in one
+    (row,) = _summary(flat_with_swings, ["tracker"]).values()
+    assert row["rss_start_mb"] == row["rss_end_mb"] == 125.0 and row["growth_pct"] == 0
+    assert row["rss_max_mb"] == 150.0
+
+
+def test_steady_growth_is_reported():
+    leaking = _samples(lambda t: 100.0 + t / 60)  # 1 MB a minute
+    (row,) = _summary(leaking, ["tracker"]).values()
+    assert 28 < row["growth_mb"] < 31 and 28 < row["growth_pct"] < 31
+    assert abs(row["growth_mb_per_hour"] - 60) < 0.5
