@@ -5,7 +5,9 @@ own, the recorder attached) and samples every `--interval` seconds, per supervis
 its pid (a restart shows as a new pid), RSS and CPU % (psutil), and the fps of its stage
 (from its Metrics on the bus). Prints one JSON object: the samples, and per program the RSS
 at the start (after `--warmup`) and end, its maximum, the growth and the fitted growth rate
-(MB per hour, least squares over the samples), restarts, and the stage's fps (mean, min).
+(MB per hour, least squares over the samples), restarts, and the stage's fps (mean, min);
+also its anonymous memory (RssAnon: the heap, without the library code and the shared frame
+ring that RSS also counts, pages that come and go with use but never leak).
 Start and end are medians over the first and last minute: RSS swings for a few seconds
 while many faces are tracked at once (the tracker's by ~15 %), and one sample taken in
 such a swing would read as growth. A 30-minute soak is a benchmark outside CI: a leak shows
@@ -42,19 +44,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _edges(t: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Medians of the first and last EDGE_S seconds."""
+    return float(np.median(values[t <= t[0] + EDGE_S])), float(np.median(values[t >= t[-1] - EDGE_S]))
+
+
 def _summary(samples: list[dict], programs: list[str]) -> dict:
     out = {}
     for program in programs:
-        rows = [(s["t_s"], s["rss_mb"][program], s["pid"][program], s["fps"].get(program))
-                for s in samples if program in s["rss_mb"]]
+        rows = [(s["t_s"], s["rss_mb"][program], s["pid"][program], s["fps"].get(program),
+                 s.get("anon_mb", {}).get(program)) for s in samples if program in s["rss_mb"]]
         if not rows:
             continue
         t = np.array([r[0] for r in rows])
         rss = np.array([r[1] for r in rows])
         fps = [r[3] for r in rows if r[3] is not None]
         slope = float(np.polyfit(t, rss, 1)[0]) * 3600 if len(rows) >= 3 and np.ptp(t) > 0 else None
-        start = float(np.median(rss[t <= t[0] + EDGE_S]))
-        end = float(np.median(rss[t >= t[-1] - EDGE_S]))
+        start, end = _edges(t, rss)
         out[program] = {
             "rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1),
             "rss_max_mb": round(float(rss.max()), 1), "growth_mb": round(end - start, 1),
@@ -64,7 +70,21 @@ def _summary(samples: list[dict], programs: list[str]) -> dict:
             "fps_mean": round(float(np.mean(fps)), 2) if fps else None,
             "fps_min": round(float(np.min(fps)), 2) if fps else None,
         }
+        if all(r[4] is not None for r in rows):
+            a_start, a_end = _edges(t, np.array([r[4] for r in rows]))
+            out[program].update(anon_start_mb=round(a_start, 1), anon_end_mb=round(a_end, 1),
+                                anon_growth_pct=round(100 * (a_end - a_start) / a_start, 2))
     return out
+
+
+def _rss_anon_mb(pid: int) -> float | None:
+    """The process's private anonymous memory (its heap, not library code or the shared
+    frame ring, which RSS also counts), or None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("RssAnon:")), None)
+    except OSError:
+        return None
 
 
 def soak(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -95,7 +115,8 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
         try:
             while True:
                 status = stack.status()
-                sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "cpu_percent": {}, "fps": {}}
+                sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "anon_mb": {},
+                          "cpu_percent": {}, "fps": {}}
                 for program in programs:
                     state, pid = status.get(program, ("MISSING", None))
                     if state != "RUNNING" or not pid:
@@ -103,6 +124,9 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                     try:
                         proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
                         sample["rss_mb"][program] = round(proc.memory_info().rss / 2**20, 2)
+                        anon = _rss_anon_mb(pid)
+                        if anon is not None:
+                            sample["anon_mb"][program] = round(anon, 2)
                         sample["cpu_percent"][program] = round(proc.cpu_percent(None), 1)
                     except psutil.Error:
                         continue

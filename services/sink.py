@@ -21,9 +21,9 @@ from pathlib import Path
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
-from common.messages import Frame, Identity, Tracks
+from common.messages import Frame, Identity, Metrics, Tracks
+from common.recent import RecentMap
 from common.service import InputError, ServiceContext, run_service
-from common.messages import Metrics
 from services.sinks.jsonl import JsonLines
 from services.sinks.live_view import LiveView
 from services.sinks.privacy import PrivacyView
@@ -77,7 +77,7 @@ class SinkLoop:
         self.pairer = FramePairer(max(MIN_PAIRING, ctx.config.ring.slots))
         self.stale = 0
         self.failed = 0
-        self.names: dict[int, str] = {}  # track id -> name, from the identity service
+        self.names = RecentMap(MAX_NAMES)  # track id -> name, from the identity service
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -89,10 +89,7 @@ class SinkLoop:
             elif isinstance(msg, Tracks):
                 tracks.append(msg)
             elif isinstance(msg, Identity):
-                self.names.pop(msg.track_id, None)  # re-inserted last: the oldest go first
-                self.names[msg.track_id] = msg.name
-                while len(self.names) > MAX_NAMES:
-                    del self.names[next(iter(self.names))]
+                self.names.remember(msg.track_id, msg.name)
             elif isinstance(msg, Metrics) and hasattr(self.sink, "on_metrics"):
                 self.sink.on_metrics(msg)
         if self.sink.latest_only:

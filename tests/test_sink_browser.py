@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import cv2
 import numpy as np
 import pytest
 
+from common.messages import Identity
 from services.sinks.drawing import track_colour
 from test_sink_support import box_edge_pixels, colour_distance, get_json, stack  # noqa: F401
 
@@ -30,14 +32,19 @@ def chromium_problem() -> str | None:
     return None
 
 
-def screenshot(url: str, tmp, size=(1000, 800)) -> np.ndarray:
-    png = tmp / "page.png"
+def chromium(tmp, *args: str) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'chromium-profile'}", f"--screenshot={png}",
-           f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=3000", url]
+           f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=3000", *args]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    assert run.returncode == 0 and png.exists(), f"chromium failed ({run.returncode}):\n{run.stderr[-2000:]}"
+    assert run.returncode == 0, f"chromium failed ({run.returncode}):\n{run.stderr[-2000:]}"
+    return run
+
+
+def screenshot(url: str, tmp, size=(1000, 800)) -> np.ndarray:
+    png = tmp / "page.png"
+    chromium(tmp, f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", url)
+    assert png.exists(), "chromium wrote no screenshot"
     return cv2.imread(str(png))
 
 
@@ -67,4 +74,26 @@ def test_browser_shows_video_with_boxes_and_track_table(stack, chromium_problem)
 
     below = shot[oy + h:]  # the table's colour swatch for track 1, drawn by the page's script
     assert (colour_distance(below, colour) < 40).sum() >= 50, "the tracks table shows no track 1"
+    assert sink.stop() == 0
+
+
+def test_browser_table_shows_names_as_text(stack, chromium_problem):
+    """A name from the identity service appears in the page's table, as text: a name that
+    looks like HTML is shown, not run (names are typed in by people)."""
+    if chromium_problem:
+        pytest.fail(chromium_problem)
+    sink = stack.sink("--kind", "live", "--port", "0")
+    url = sink.url()
+    name = "Ada <b>L</b>"
+
+    def named() -> bool:
+        stack.publisher.send(Identity(track_id=1, frame_id=stack.next_id - 1, name=name, distance=0.3, t=time.time()))
+        tracks = (get_json(url + "tracks.json") or {}).get("tracks", [])
+        return any(t.get("name") == name for t in tracks)
+
+    stack.publish_until(named)
+    with stack.publishing(fps=30, pos=POS):
+        dom = chromium(stack.tmp, "--dump-dom", url).stdout
+    assert "<td>Ada &lt;b&gt;L&lt;/b&gt;</td>" in dom, f"no name cell in the table:\n{dom[-1500:]}"
+    assert "<b>L</b>" not in dom
     assert sink.stop() == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 from facetrack.bench_soak import _summary
 
 
-def _samples(rss_of_t):
-    return [{"t_s": t, "rss_mb": {"tracker": rss_of_t(t)}, "pid": {"tracker": 7}, "fps": {"tracker": 30.0}}
-            for t in range(0, 1801, 5)]
+def _samples(rss_of_t, anon_of_t=lambda t: 60.0):
+    return [{"t_s": t, "rss_mb": {"tracker": rss_of_t(t)}, "anon_mb": {"tracker": anon_of_t(t)},
+             "pid": {"tracker": 7}, "fps": {"tracker": 30.0}} for t in range(0, 1801, 5)]
 
 
 def test_a_swing_in_the_last_sample_is_not_growth():
@@ -17,7 +17,8 @@ def test_a_swing_in_the_last_sample_is_not_growth():
 
 
 def test_steady_growth_is_reported():
-    leaking = _samples(lambda t: 100.0 + t / 60)  # 1 MB a minute
+    leaking = _samples(lambda t: 100.0 + t / 60, lambda t: 50.0 + t / 60)  # 1 MB a minute, all heap
     (row,) = _summary(leaking, ["tracker"]).values()
     assert 28 < row["growth_mb"] < 31 and 28 < row["growth_pct"] < 31
     assert abs(row["growth_mb_per_hour"] - 60) < 0.5
+    assert row["anon_start_mb"] < 51 and 56 < row["anon_growth_pct"] < 62

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from common.bus import Subscriber
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
+from common.recent import RecentMap
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.mqtt")
@@ -85,7 +86,7 @@ class TrackEvents:
 
     def __init__(self):
         self.live: dict[int, TrackLife] = {}
-        self.names: dict[int, tuple[str, float]] = {}
+        self.names = RecentMap(MAX_NAMES)  # track id -> (name, distance)
         self.last_frame_id: int | None = None
 
     def tracks(self, msg: Tracks, source_pos: int | None = None) -> list[tuple[str, dict]]:
@@ -115,9 +116,7 @@ class TrackEvents:
         return events
 
     def identity(self, msg: Identity) -> list[tuple[str, dict]]:
-        self.names[msg.track_id] = (msg.name, msg.distance)
-        while len(self.names) > MAX_NAMES:
-            del self.names[next(iter(self.names))]
+        self.names.remember(msg.track_id, (msg.name, msg.distance))
         life = self.live.get(msg.track_id)
         if life is None or life.name == msg.name:
             return []
