@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu mosquitto mosquitto-clients ffmpeg \
+APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu libc6-dev-arm64-cross mosquitto mosquitto-clients ffmpeg \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
