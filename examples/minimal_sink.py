@@ -3,8 +3,12 @@
     python examples/minimal_sink.py [BUS (ipc://run/bus-sub.sock)] [SHM_DIR (/dev/shm)]
 Prints one JSON line per frame with its tracks: frame_id, source_pos, mean pixel value, tracks.
 """
-import json, mmap, struct, sys
-import msgpack, zmq
+import json
+import mmap
+import struct
+import sys
+import msgpack
+import zmq
 
 bus = sys.argv[1] if len(sys.argv) > 1 else "ipc://run/bus-sub.sock"
 shm_dir = sys.argv[2] if len(sys.argv) > 2 else "/dev/shm"

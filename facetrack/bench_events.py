@@ -27,13 +27,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from common.bus import Subscriber
-from common.config import ROOT
+from models.dataset import DATA_DIR
 from common.messages import Tracks
 from facetrack.bench_pipeline import _free_port, _percentiles
 from facetrack.stack import Stack
 
 log = logging.getLogger("bench.events")
-SEQ = ROOT.parent / "shared" / "data" / "OTB-FaceOcc1-A"
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
 
 
 def come_and_go(out: Path, source: Path, cycles: int, on: int, off: int, fps: float) -> int:

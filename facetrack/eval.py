@@ -38,6 +38,7 @@ import numpy as np
 
 from common.config import ROOT, Config, TrackerConfig, load_config
 from common.tracking import FrameDetections, TrackManager
+from models.dataset import DATA_DIR, mot_sequences
 from models.runtime import ModelFileError
 from models.runtime import load_detector as load_face_detector
 
@@ -214,7 +215,9 @@ def _interval(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="facetrack eval", description=__doc__.splitlines()[0])
-    parser.add_argument("sequences", nargs="+", type=Path, help="MOTChallenge sequence folders (img1/, gt/gt.txt, seqinfo.ini)")
+    parser.add_argument("sequences", nargs="*", type=Path,
+                        help="MOTChallenge sequence folders (img1/, gt/gt.txt, seqinfo.ini); "
+                             f"default: every one in the test data, {DATA_DIR}")
     parser.add_argument("--tracker", choices=GRID_KINDS, help="default: tracker.kind of the config")
     parser.add_argument("--interval", type=_interval, help="detector every N frames, or 'adaptive' (default: the config's)")
     parser.add_argument("--grid", action="store_true", help=f"every tracker {GRID_KINDS} x interval {GRID_INTERVALS}")
@@ -228,7 +231,7 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
     cv2.setNumThreads(1)
-    sequences = [Sequence.load(p) for p in args.sequences]
+    sequences = [Sequence.load(p) for p in args.sequences or mot_sequences()]
     try:
         detector = load_detector(cfg, args.backend)
     except (ModelFileError, ValueError) as exc:  # one line each: missing/corrupt model, bad variant

@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 

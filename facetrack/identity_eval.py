@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from common.config import ROOT, Config, IdentityConfig, load_config
+from common.config import Config, IdentityConfig, load_config
 from common.gallery import UNKNOWN, Snapshot
 from common.identities import IdentityBook
 from common.messages import Detections, Track, Tracks
 from common.tracking import FrameDetections, TrackManager
+from models.dataset import DATA_DIR
 from models.facerec.align import align
 from models.facerec.quality import view_quality
 
 log = logging.getLogger("facetrack.identity_eval")
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = DATA_DIR
 CLIPS = (("OTB-FaceOcc1-A", "alice"), ("OTB-FaceOcc1-B", "alice"), ("OTB-Girl-A", "girl"))  # clip, person
 ENROLLED = "alice"
 ENROL_FRAMES = (1, 50, 100)

@@ -50,7 +50,6 @@ def host_target(mcpu: str | None = None, num_cores: int | None = None):
 
 
 def tvm_target(name: str):
-    import tvm
     from tvm.target import Target
 
     if name in ("llvm", "llvm-untuned"):

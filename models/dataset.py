@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(os.environ.get("FACETRACK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The one rule for where the test data lies: $FACETRACK_DATA if set, else ../shared/data beside
+# the checkout. Tests (tests/needs.py), eval and the benches all read it from here.
+DATA_DIR = Path(os.environ.get("FACETRACK_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA_HINT = "put the data beside the checkout as ../shared/data, or point FACETRACK_DATA at it"
 
 Sample = tuple[Path, np.ndarray]  # image, gt boxes (K, 4) xyxy in 0-based pixels
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from common.config import ROOT
+from models.dataset import DATA_DIR
 from models.facerec.align import align
 from models.facerec.quality import eye_distance
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = DATA_DIR
 
 
 def _centre_inside(box, gt) -> bool:

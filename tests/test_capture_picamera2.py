@@ -24,12 +24,13 @@ from common.config import CaptureConfig
 from common.frame_ring import RingReader, ring_path
 from common.messages import Frame
 from common.service import InputError
+from models.dataset import DATA_DIR
 from services.sources import open_source
 from test_capture_service import collect, finish, start_capture
 
 FAKES = Path(__file__).resolve().parent / "capture_fakes"
-SEQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "OTB-FaceOcc1-A"
-pytestmark = pytest.mark.skipif(not (SEQ / "img1").is_dir(), reason=f"test data {SEQ} not present")
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 @pytest.fixture

@@ -18,11 +18,13 @@ import pytest
 from common.bus import Subscriber
 from common.frame_ring import RingReader, ring_path
 from common.messages import Frame
+from models.dataset import DATA_DIR
+from needs import missing
 from services.sources import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-SEQ = ROOT.parent / "shared" / "data" / "OTB-FaceOcc1-A"
-needs_seq = pytest.mark.skipif(not (SEQ / "img1").is_dir(), reason=f"test data {SEQ} not present")
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
+needs_seq = pytest.mark.usefixtures("data_dir")
 
 
 def start_capture(tmp_path, proxy, *overrides: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
@@ -160,7 +162,7 @@ def test_shm_too_small_is_one_line_with_the_size_needed(tmp_path, proxy):
     shm.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shm)],
                                            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a 1 MB tmpfs")
+        missing("a 1 MB tmpfs mount (root and mount(8))", "run the suite as root, as CI does")
     try:
         proc, stack = start_capture(tmp_path, proxy, f"capture.source={SEQ}", f"ring.shm_dir={shm}")
         code, err = finish(proc)

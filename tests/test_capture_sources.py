@@ -16,12 +16,13 @@ import skimage.data
 
 from common.config import CaptureConfig
 from common.service import InputError
+from models.dataset import DATA_DIR
 from services.demo import make_demo
 from services.sources import DEMO_CLIP, fit, open_source, target_size
 from services.sources.network import redact
 
-SEQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "OTB-FaceOcc1-A"
-needs_seq = pytest.mark.skipif(not (SEQ / "img1").is_dir(), reason=f"test data {SEQ} not present")
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
+needs_seq = pytest.mark.usefixtures("data_dir")
 
 
 def seq_files(n: int | None = None) -> list[Path]:

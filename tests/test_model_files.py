@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from models.build import EM_AARCH64, Builder, build, check_elf
 from models.runtime import ModelFileError, load_detector
 from models.weights import fetch
+from needs import missing, tool
+
+AARCH64_START_FILES = Path("/usr/aarch64-linux-gnu/lib/crti.o")  # what the cross linker needs
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +54,11 @@ def test_second_build_is_cached(built):
     assert b.manifest["llvm"]["key"] == b.key("llvm")
 
 
-@pytest.mark.skipif(not shutil.which("aarch64-linux-gnu-gcc"), reason="needs Debian's gcc-aarch64-linux-gnu")
 def test_aarch64_cross_build_is_an_arm64_elf(built):
+    tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    if not AARCH64_START_FILES.is_file():
+        missing(f"the aarch64 C start files {AARCH64_START_FILES} (Debian package libc6-dev-arm64-cross)",
+                "`make apt` installs it")
     path = build(["full"], ["aarch64"])["full", "aarch64"]
     check_elf(path, EM_AARCH64)
     with pytest.raises(RuntimeError):

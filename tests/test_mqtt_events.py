@@ -1,6 +1,6 @@
 """The MQTT event sink against a real mosquitto: events, status and last will, broker restarts.
 
-The test plays capture and tracker (tests/test_sink_support.py: a real ring and proxy, the real
+The test plays capture and tracker (tests/sink_support.py: a real ring and proxy, the real
 `python -m services.sink --kind mqtt` subprocess) with a scripted scene: track 100+i lives on
 frames [10 i, 10 i + 8), its box growing, so every track starts and ends. What the sink must
 publish is computed from what was sent by the same state machine run here (TrackEvents), and
@@ -18,7 +18,6 @@ from common.config import DEFAULT_CONFIG, load_config
 from common.messages import Identity, Track, Tracks
 from mqtt_support import Collector, Mosquitto, free_port
 from services.sinks.mqtt_events import MqttLink, TrackEvents
-from test_sink_support import stack  # noqa: F401
 
 LIFE, PERIOD = 8, 10  # frames a scripted track lives, frames between two track starts
 
@@ -73,8 +72,12 @@ def start_scene(stack, collector, sink) -> None:
 
 def test_track_events_state_machine():
     machine = TrackEvents()
-    t = lambda k, tracks: Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks)
-    box = lambda s: [10.0, 10.0, 10.0 + s, 10.0 + s]
+    def t(k, tracks):
+        return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks)
+
+    def box(s):
+        return [10.0, 10.0, 10.0 + s, 10.0 + s]
+
     assert machine.tracks(t(0, [Track(1, box(20), 0.9, "lost")])) == []  # never confirmed: nothing yet
     ev = machine.tracks(t(1, [Track(1, box(20), 0.9, "confirmed")]), source_pos=7)
     assert [(k, f["track_id"], f["frame_id"], f["source_pos"], f["t_tracked"]) for k, f in ev] == \
@@ -104,7 +107,7 @@ def test_link_counts_track_events_apart_from_metrics():
         link.client.loop_stop()
 
 
-def test_events_status_and_metrics_reach_a_real_broker(stack, broker):  # noqa: F811
+def test_events_status_and_metrics_reach_a_real_broker(stack, broker):
     collector = Collector(broker.port)
     sink = mqtt_sink(stack, broker.port)
     try:
@@ -132,7 +135,7 @@ def test_events_status_and_metrics_reach_a_real_broker(stack, broker):  # noqa: 
         collector.close()
 
 
-def test_broker_restart_loses_no_event_and_last_will_marks_offline(stack, broker):  # noqa: F811
+def test_broker_restart_loses_no_event_and_last_will_marks_offline(stack, broker):
     collector = Collector(broker.port)
     sink = mqtt_sink(stack, broker.port)
     try:
@@ -163,13 +166,13 @@ def test_broker_restart_loses_no_event_and_last_will_marks_offline(stack, broker
         collector.close()
 
 
-def test_events_beyond_the_queue_bound_are_dropped_and_counted(stack, tmp_path):  # noqa: F811
+def test_events_beyond_the_queue_bound_are_dropped_and_counted(stack, tmp_path):
     """No broker while 10 events happen, queue of 4: 6 dropped, the first 4 delivered later."""
     port = free_port()
     broker = Mosquitto(tmp_path / "late-broker", port).start()
     collector = Collector(port)  # a persistent session: the broker keeps it across its restart
     broker.stop()
-    sink = mqtt_sink(stack, port, "--set=mqtt.queue_size=4")
+    mqtt_sink(stack, port, "--set=mqtt.queue_size=4")
     try:
         # Warm-up frames without tracks: with the stack's default (a confirmed track 1) the sink
         # would see track 1 start in the warm-up and end on the scene's first frame, 12 events in

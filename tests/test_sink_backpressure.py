@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from test_sink_support import get_json, stack  # noqa: F401
+from sink_support import get_json
 
 BURST = 4000
 

@@ -13,7 +13,7 @@ import pytest
 
 from common.messages import Identity
 from services.sinks.drawing import track_colour
-from test_sink_support import box_edge_pixels, colour_distance, get_json, stack  # noqa: F401
+from sink_support import box_edge_pixels, colour_distance, get_json
 
 CHROMIUM = "/usr/bin/chromium"
 APT_HINT = "apt-get install -y --no-install-recommends chromium fonts-dejavu-core"

@@ -1,7 +1,7 @@
 """The jsonl and privacy sink kinds, `facetrack sink`, names from the identity service, and the
 live view's Prometheus `/metrics`.
 
-The test plays capture and tracker on real face frames (test_sink_support's harness): track 1
+The test plays capture and tracker on real face frames (sink_support.py harness): track 1
 lies on the gt head box, track 7 (lost) in the top-left corner.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.messages import Identity, Metrics
 from services.sinks.drawing import label_of
 from services.sinks.privacy import MARGIN, blur_faces, blur_region
-from test_sink_support import ROOT, get_json, http_get, stack  # noqa: F401
+from sink_support import ROOT, get_json, http_get
 
 
 def json_lines(text: str) -> list[dict]:

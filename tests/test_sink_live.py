@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from services.sinks.drawing import track_colour
-from test_sink_support import box_edge_pixels, colour_distance, get_json, http_get, stack  # noqa: F401
+from sink_support import box_edge_pixels, colour_distance, get_json, http_get
 
 
 def read_mjpeg_parts(url: str, n: int, timeout: float = 10.0) -> list[bytes]:

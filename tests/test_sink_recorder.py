@@ -8,7 +8,7 @@ import time
 
 from services.sinks.recorder import mot_lines
 from services.sinks.pairing import Paired
-from test_sink_support import SEQ, stack  # noqa: F401
+from sink_support import SEQ
 
 
 def read_jsonl(path) -> list[dict]:

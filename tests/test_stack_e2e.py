@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import ROOT
 from facetrack.stack import Stack
+from models.dataset import DATA_DIR
+from needs import data
 
-SEQ = ROOT.parent / "shared" / "data" / "OTB-FaceOcc1-A"
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
 ALL_BUT_CAPTURE = ("broker", "detector", "tracker", "sink", "sink-recorder")
 
 
@@ -50,7 +51,7 @@ def score(gt: dict[int, np.ndarray], tracks: dict[int, list]) -> tuple[float, se
 
 
 def run_sequence(run_dir: Path, port: int, **detector) -> tuple[float, set[int], Stack]:
-    assert SEQ.exists(), f"{SEQ} is missing: ../shared/data must lie beside the checkout"
+    data(SEQ.name)
     overrides = {
         "stack": {"id": f"e2e{os.getpid()}{run_dir.name}"},
         # 10 fps: this checks what the stack computes, on a shared 2-core machine; whether it

@@ -15,11 +15,11 @@ import socket
 import subprocess
 import time
 
-import pytest
 import yaml
 
 from common.config import ROOT
 from facetrack.stack import Stack
+from needs import missing
 from stack_support import PIPELINE, MetricsWatch, error_lines, leftovers, pids, unique_id, wait_for
 
 
@@ -138,7 +138,7 @@ def test_faults_give_one_clear_line_each_and_lose_nothing_recorded(tmp_path):
         for fault, lines in found.items():
             print(f"FAULT {fault}: {len(lines)} attempt(s), e.g. {lines[0].split(' ERROR ', 1)[1]}")
         if not tiny_ok:
-            pytest.skip("tmpfs cannot be mounted here: the /dev/shm-too-small case did not run")
+            missing("a tmpfs mount for the /dev/shm-too-small case (root and mount(8))", "run the suite as root, as CI does")
     finally:
         if mounted:
             subprocess.run(["umount", str(tiny)])

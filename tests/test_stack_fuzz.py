@@ -13,8 +13,6 @@ message sent reaches every subscriber whose topics match it, and the counts are 
 """
 from __future__ import annotations
 
-import math
-import os
 import re
 import socket
 import time
@@ -26,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from common.messages import MessageError, decode
 from facetrack.stack import Stack
-from stack_support import PIPELINE, MetricsWatch, pids, unique_id, wait_for
+from stack_support import PIPELINE, MetricsWatch, pids, unique_id
 
 # 10 000 at each subscriber: frame+tracks, frame+detections, metrics (hypothesis generates
 # about 100 messages a second here, so this one is @slow); CI sends a tenth of it.

@@ -1,6 +1,6 @@
 """The RTSP stream sink played back by a real client (Debian's ffmpeg) over RTSP/TCP.
 
-The test plays capture and tracker (tests/test_sink_support.py) on real face frames; the
+The test plays capture and tracker (tests/sink_support.py) on real face frames; the
 `python -m services.sink --kind rtsp` subprocess serves the annotated video through GStreamer.
 ffmpeg decodes the stream to raw BGR: the box of track 1 must be on the face, in its colour.
 Then the scene jumps to another frame (the box moves) and the time until a decoded frame shows
@@ -8,28 +8,26 @@ the box at its new place is the stream's latency (printed, never asserted: share
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
 
 import numpy as np
-import pytest
 
 from services.sinks.drawing import track_colour
-from test_sink_support import box_edge_pixels, colour_distance, stack  # noqa: F401
-
-FFMPEG = shutil.which("ffmpeg")
+from needs import tool
+from sink_support import box_edge_pixels, colour_distance
 
 
 class Player:
     """ffmpeg reading the stream, frames kept with their arrival time."""
 
     def __init__(self, url: str, width: int, height: int):
+        ffmpeg = tool("ffmpeg", "ffmpeg")
         self.shape = (height, width, 3)
         self.frames: list[tuple[float, np.ndarray]] = []
         self.proc = subprocess.Popen(
-            [FFMPEG, "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-fflags", "nobuffer",
+            [ffmpeg, "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-fflags", "nobuffer",
              "-flags", "low_delay", "-i", url, "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -60,8 +58,7 @@ def box_drawn(image: np.ndarray, box, colour) -> bool:
     return float(np.median(colour_distance(box_edge_pixels(image, box), colour))) < 80
 
 
-@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is missing: `make apt` installs it")
-def test_rtsp_stream_shows_the_tracks_to_a_real_client(stack, free_port):  # noqa: F811
+def test_rtsp_stream_shows_the_tracks_to_a_real_client(stack, free_port):
     sink = stack.sink("--kind", "rtsp", f"--set=stream.port={free_port}")
     a, b = 10, 50  # two frames of the sequence with the face at different places
     colour = track_colour(1)

@@ -7,15 +7,15 @@ metric plumbing; the detector is not involved.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from models.dataset import DATA_DIR
 from facetrack.eval import HEAD_FROM_FACE, RunResult, Sequence, face_to_head, score
 
-SEQ = Path("/work/shared/data/OTB-Girl-A")
-pytestmark = pytest.mark.skipif(not SEQ.exists(), reason="test data not present")
+SEQ = DATA_DIR / "OTB-Girl-A"
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _face_rows(seq: Sequence, switch_at: int | None = None):

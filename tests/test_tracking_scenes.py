@@ -8,7 +8,6 @@ are those rectangles: these tests check the tracker logic, not the detector.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,12 +15,13 @@ import pytest
 
 from common.config import TrackerConfig
 from common.tracking import FrameDetections, TrackManager, iou_matrix
+from models.dataset import DATA_DIR
 
-DATA = Path("/work/shared/data")
+DATA = DATA_DIR
 BACKGROUND = DATA / "widerface-sample/images/0--Parade/0_Parade_Parade_0_275.jpg"  # 416x328, 0 faces
 FACE_W, FACE_H = 64, 80
 
-pytestmark = pytest.mark.skipif(not BACKGROUND.exists(), reason="test data not present")
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _crops(seq: str, count: int) -> list[np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,8 +15,9 @@ from common.config import TrackerConfig
 from common.tracking import (KINDS, FrameDetections, TrackManager, associate, box_iou, carry_forward,
                              create_tracker, iou_matrix)
 from common.tracking.interval import DetectInterval
+from models.dataset import DATA_DIR
 
-FRAME = Path("/work/shared/data/OTB-FaceOcc1-A/img1/000001.jpg")
+FRAME = DATA_DIR / "OTB-FaceOcc1-A" / "img1" / "000001.jpg"
 FACE = np.array([130.0, 84.0, 242.0, 244.0])  # gt of that frame, 0-based xyxy
 
 

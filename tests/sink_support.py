@@ -27,9 +27,10 @@ import pytest
 from common.bus import Publisher, Subscriber
 from common.frame_ring import FrameRing
 from common.messages import Frame, Metrics, Track, Tracks
+from models.dataset import DATA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-SEQ = Path("/work/shared/data/OTB-FaceOcc1-A")
+SEQ = DATA_DIR / "OTB-FaceOcc1-A"
 N_IMAGES = 60
 SLOTS = 16
 _ids = itertools.count()
