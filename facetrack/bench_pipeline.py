@@ -1,7 +1,8 @@
 """`facetrack bench pipeline`: the whole stack under supervisord, measured from outside.
 
-Runs the shipped stack on the demo clip (640x480 by default) in a run directory of its own,
-with the recorder sink attached, and prints one JSON object: fps per stage (from each
+Runs the shipped stack on the demo clip (640x480 by default), or with `--faces 1,2,4,8` once
+per face count on the `faces://N` scene, in a run directory of its own, with the recorder
+sink attached, and prints one JSON object: fps per stage (from each
 stage's metrics), capture→sink latency p50/p99 matched by frame id (from the recorder's
 per-frame t_capture and t_sink), frames dropped on the way, and CPU % / RSS per process
 (psutil over the measured window).
@@ -24,6 +25,7 @@ import psutil
 from common.bus import Subscriber
 from common.messages import Frame, Metrics, Tracks
 from facetrack.stack import Stack
+from services.sources.composed_faces import MAX_FACES
 
 log = logging.getLogger("bench.pipeline")
 STAGES = ("broker", "capture", "detector", "tracker", "sink", "sink-recorder")
@@ -110,6 +112,8 @@ def measure(args: argparse.Namespace, run_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetrack bench pipeline", description=__doc__)
     parser.add_argument("--source", default="demo://")
+    parser.add_argument("--faces", type=_counts, help="comma-separated face counts: one run each on faces://N "
+                        "(N moving public-domain faces), instead of --source")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -118,10 +122,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.run_dir:
-        result = measure(args, args.run_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
-            result = measure(args, Path(tmp))
-    print(json.dumps(result))
+    if not args.faces:
+        print(json.dumps(_measure_in(args, args.run_dir)))
+        return 0
+    by_faces = {}
+    for count in args.faces:
+        log.info("faces://%d", count)
+        run_dir = args.run_dir / f"faces-{count}" if args.run_dir else None
+        by_faces[count] = _measure_in(argparse.Namespace(**{**vars(args), "source": f"faces://{count}"}), run_dir)
+    print(json.dumps({"by_faces": by_faces}))
     return 0
+
+
+def _measure_in(args: argparse.Namespace, run_dir: Path | None) -> dict:
+    if run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return measure(args, run_dir)
+    with tempfile.TemporaryDirectory(prefix="facetrack-bench-") as tmp:
+        return measure(args, Path(tmp))
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected face counts like 1,2,4,8, got {text!r}") from None
+    if not all(1 <= n <= MAX_FACES for n in counts):
+        raise argparse.ArgumentTypeError(f"face counts are 1 to {MAX_FACES}, got {text!r}")
+    return counts

@@ -1,6 +1,7 @@
 """Capture sources, chosen by one URI in `capture.source`.
 
     demo://                         the bundled clip (services/demo/demo.mp4)
+    faces://N                       N public-domain faces moving, crossing, leaving (1-8, rendered live)
     file:///path/clip.mp4, or a path to a video file
     /path/to/seq                    a MOTChallenge sequence folder (img1/ + seqinfo.ini)
     rtsp://..., http(s)://...       a network stream (reconnects when it drops)
@@ -16,6 +17,7 @@ from pathlib import Path
 from common.config import CaptureConfig
 from common.service import InputError
 from services.sources.base import Source, SourceInfo, fit, target_size
+from services.sources.composed_faces import ComposedFacesSource
 from services.sources.mot_sequence import MotSequenceSource
 from services.sources.network import NetworkStreamSource
 from services.sources.picam import PiCameraSource
@@ -25,7 +27,7 @@ from services.sources.video_file import VideoFileSource
 __all__ = ["Source", "SourceInfo", "open_source", "fit", "target_size", "DEMO_CLIP"]
 
 DEMO_CLIP = Path(__file__).resolve().parent.parent / "demo" / "demo.mp4"
-SCHEMES = ("demo", "file", "rtsp", "rtsps", "http", "https", "v4l2", "picamera2")
+SCHEMES = ("demo", "faces", "file", "rtsp", "rtsps", "http", "https", "v4l2", "picamera2")
 
 
 def _path_source(path: str, name: str) -> Source:
@@ -42,6 +44,8 @@ def open_source(capture: CaptureConfig, stop: threading.Event) -> Source:
     parts = urllib.parse.urlsplit(uri)
     if scheme == "demo":
         return VideoFileSource(DEMO_CLIP, uri)
+    if scheme == "faces":
+        return ComposedFacesSource(parts.netloc, uri)
     if scheme == "file":
         return _path_source(urllib.parse.unquote(parts.path), uri)
     if scheme in ("rtsp", "rtsps", "http", "https"):
