@@ -50,6 +50,7 @@ class CaptureConfig:
     loop: bool = True
     lores_width: int = 320
     lores_height: int = 240
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class TrackerConfig:
     interval_max: int = 10
     history: int = 64
     rematch_dist: float = 1.5
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class SinkConfig:
     jpeg_quality: int = 80
     record_dir: str = "{run_dir}/records"
     privacy_port: int = 8081
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ _POSITIVE = {
     "tracker.interval_min", "tracker.interval_max", "tracker.history", "monitor.interval_s",
     "sink.jpeg_quality", "identity.threads", "identity.max_embeds_per_track", "identity.republish_s",
     "identity.reload_s", "identity.threshold", "identity.better_view", "identity.reid_window_s",
+    "capture.threads", "tracker.threads", "sink.threads",
 }
 _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost",
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px",

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from common.config import ROOT, Config, TrackerConfig, load_config
+from common.threads import limit_threads
 from common.tracking import FrameDetections, TrackManager
 from models.runtime import ModelFileError
 from models.runtime import load_detector as load_face_detector
@@ -227,7 +228,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
-    cv2.setNumThreads(1)
+    limit_threads(cfg.tracker.threads)  # the detector below gets detector.threads, as live
     sequences = [Sequence.load(p) for p in args.sequences]
     try:
         detector = load_detector(cfg, args.backend)
