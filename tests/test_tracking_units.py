@@ -94,7 +94,7 @@ def test_tracker_factory_follows_a_shifted_real_face(kind):
 
 
 def _cfg(**changes):
-    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost=10, adaptive=False,
+    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost_s=10 / 30, adaptive=False,
                                              interval_min=1, interval_max=1), **changes)
 
 
