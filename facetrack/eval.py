@@ -315,7 +315,8 @@ def main(argv: list[str]) -> int:
                      latency_ms, seq.name, math.ceil(latency_ms * seq.fps / 1000 - 1e-9), seq.fps)
         for name, tcfg in settings.items():
             if tcfg is None:
-                rows, calls, det_s, trk_s = run_bytetrack(cache, len(images), seq.fps, latency_ms, threshold)
+                rows, calls, det_s, trk_s = run_bytetrack(cache, len(images), seq.fps, latency_ms, cfg.tracker.start_score,
+                                                          cfg.tracker.low_score)
                 result = RunResult(rows, len(images), calls, det_s, trk_s, {})
             else:
                 result = run_sequence(images, cache, tcfg, seq.fps, latency_ms, cfg.tracker.low_score)

@@ -5,7 +5,8 @@ ByteTrack updates on each result when it arrives, so the boxes published for fra
 ByteTrack's for the latest detected frame (late by the detector's latency, as live). The
 library's defaults are kept except `frame_rate` (the sequence's) and the score thresholds,
 which follow the detector's: tracks start from detections the detector itself would report
-(`score_threshold`), lower-score ones only feed ByteTrack's second matching stage.
+(`score_threshold`), lower-score ones (down to the same `low_score` as facetrack's) only
+feed ByteTrack's second matching stage.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from .eval_replay import CachedDetections, DetectorClock
 
 
 def run_bytetrack(cache: CachedDetections, frames: int, fps: float, latency_ms: float,
-                  score_threshold: float) -> tuple[list[tuple], int, float, float]:
-    """MOT rows (frame, id, x1, y1, x2, y2, score), detector calls, detector CPU s, tracker CPU s."""
+                  score_threshold: float, low_score: float) -> tuple[list[tuple], int, float, float]:
+    """MOT rows (frame, id, x1, y1, x2, y2, score), detector calls, detector CPU s, tracker CPU s.
+    Detections below `low_score` are left out, as for facetrack's second stage."""
     import supervision as sv  # imported here: only this baseline needs them
     from trackers import ByteTrackTracker
 
@@ -32,7 +34,7 @@ def run_bytetrack(cache: CachedDetections, frames: int, fps: float, latency_ms: 
             calls += 1
             det_s += float(cache.cpu_s[frame_id - 1])
         for k in clock.arrived(frame_id):
-            found = cache.at(k)
+            found = cache.at(k, low_score)
             t0 = time.process_time()
             out = tracker.update(sv.Detections(xyxy=found.boxes.reshape(-1, 4).astype(np.float32),
                                                confidence=found.scores.astype(np.float32)))

@@ -25,8 +25,8 @@ Kalman filter (`motion`): a track without a correlation tracker (kind "none", a 
 tracker, a face bridged by detection alone) moves with its predicted box between detections.
 
 Schedule (`schedule`): the tracker measures what a detection costs (`detector_cost`, the
-detector's reported latency) and what each correlation-tracker update costs. When detecting
-is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
+detector's reported latency) and what each correlation-tracker update costs. When the
+detector keeps up with the camera or detecting is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
 prediction between them) and a correlation tracker starts only on a face the detector
 missed, from the last image it was seen on, to bridge the miss. Otherwise every face is
 tracked and the adaptive interval applies.
@@ -191,7 +191,7 @@ class TrackManager:
     def bridging(self) -> bool:
         """True while detecting every frame is cheaper than tracking every face."""
         return self.cfg.kind != "none" and self.cfg.adaptive and self.costs.detect_every_frame(
-            sum(tr.state != TENTATIVE for tr in self._tracks))
+            sum(tr.state != TENTATIVE for tr in self._tracks), 1000 / self.fps)
 
     @property
     def detect_interval(self) -> int:

@@ -2,12 +2,16 @@
 
 A detection costs what the detector reports (its latency per call, for all faces at once);
 tracking costs what the correlation trackers take per face per frame, timed here on every
-update. When one detection costs no more than tracking every face for a frame, the detector
-runs on every frame it can and correlation trackers only bridge the faces it misses
-(occluded, turned away): on this 2-core EPYC, KCF took ~8 ms per face and the detector 4–7 ms
-for all faces. When detection is the dearer (a slow board, a slow model, one face), every
-face is tracked between detections and the adaptive interval decides how often to detect.
-Both figures are running means, so the choice follows the board's load and the face count.
+update. The detector runs on every frame it can, and correlation trackers only bridge the
+faces it misses (occluded, turned away), when either
+- the detector keeps up with the camera (latency within one frame period): it has its own
+  core, which sits idle between sparse calls, so more calls cost the tracker's core nothing
+  and every frame gets a fresh box (on this 2-core EPYC the detector takes 4-15 ms), or
+- one detection costs no more than tracking every face for a frame (many faces: KCF took
+  ~2-9 ms per face here, growing with the face).
+Otherwise (a slow board or model, few faces) every face is tracked between detections and
+the adaptive interval decides how often to detect. Both figures are running means, so the
+choice follows the board's load and the face count.
 """
 from __future__ import annotations
 
@@ -33,9 +37,12 @@ class CostSchedule:
     def tracker_update(self, ms: float) -> None:
         self.face_ms = self._mean(self.face_ms, ms)
 
-    def detect_every_frame(self, faces: int) -> bool:
-        """True when one detection costs no more than tracking `faces` faces for one frame
-        (at least one face counted: a new face has to be found either way)."""
-        if self.detector_ms is None or self.face_ms is None:
+    def detect_every_frame(self, faces: int, frame_ms: float) -> bool:
+        """True when the detector keeps up with frames `frame_ms` apart, or one detection costs
+        no more than tracking `faces` faces for one frame (at least one: a new face has to be
+        found either way)."""
+        if self.detector_ms is None:
             return False
-        return self.detector_ms <= max(faces, 1) * self.face_ms
+        if self.detector_ms <= frame_ms:
+            return True
+        return self.face_ms is not None and self.detector_ms <= max(faces, 1) * self.face_ms
