@@ -215,12 +215,13 @@ class TrackManager:
             for det in sorted(due, key=lambda d: d.frame_id):
                 self._apply(det, image, frame_id)
         self._end_stale()
-        return self._published(frame_id)
+        return self._published(frame_id, image.shape)
 
-    def _published(self, frame_id: int) -> list[Track]:
-        """Confirmed tracks, and lost ones not lying on a confirmed one (a frozen or coasting
-        box over a face that is tracked is noise, not a second face)."""
-        shown = [tr for tr in self._tracks if tr.state != TENTATIVE]
+    def _published(self, frame_id: int, shape: tuple) -> list[Track]:
+        """Confirmed tracks, and lost ones inside the image and not lying on a confirmed one
+        (a box coasting out of view, or frozen over a face that is tracked, is noise)."""
+        shown = [tr for tr in self._tracks if tr.state == CONFIRMED
+                 or (tr.state == LOST and inside_fraction(tr.box, shape) >= MIN_INSIDE)]
         confirmed = np.array([tr.box for tr in shown if tr.state == CONFIRMED]).reshape(-1, 4)
         out = []
         for tr in shown:
