@@ -63,7 +63,8 @@ from .trackers import create_tracker
 log = logging.getLogger(__name__)
 
 TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
-REMATCH_GROWTH = 3.0  # per second unseen: the centre-distance gate doubles after 1/3 s
+REMATCH_GROWTH = 3.0  # per second unseen: the centre-distance gate doubles after 1/3 s ...
+REMATCH_MAX = 2.0     # ... up to this many times rematch_dist (wider took the place of a face gone)
 MIN_INSIDE = 0.5      # a box with less of its area inside the image has left it
 EDGE_PX = 2.0         # a box this close to the image border touches it
 CROP_PAD = 1.5        # appearance kept for bridging: the box grown by this much each side (KCF's padding)
@@ -301,11 +302,12 @@ class TrackManager:
     def _second_chance(self, matches, lone_tracks, new_dets, then, boxes):
         """Pair published tracks and detections that IoU left alone by centre distance; the
         gate widens by REMATCH_GROWTH face sizes per second unseen (the longer a face was
-        missed, the further it may have gone: turned away, walked behind something)."""
+        missed, the further it may have gone: turned away, walked behind something), up to
+        REMATCH_MAX times its start."""
         published = [ti for ti in lone_tracks if self._tracks[ti].state != TENTATIVE]
         if not published or not new_dets or self.cfg.rematch_dist <= 0:
             return matches, lone_tracks, new_dets
-        gate = [self.cfg.rematch_dist * (1 + REMATCH_GROWTH * self._tracks[ti].since_match / self.fps)
+        gate = [self.cfg.rematch_dist * min(1 + REMATCH_GROWTH * self._tracks[ti].since_match / self.fps, REMATCH_MAX)
                 for ti in published]
         extra, _, _ = associate_by_centre(np.array([then[ti] for ti in published]), boxes[new_dets], np.array(gate))
         extra = [(published[a], new_dets[b]) for a, b in extra]
