@@ -4,7 +4,8 @@ Runs the shipped stack on the demo clip (640x480 by default) in a run directory 
 with the recorder sink attached, and prints one JSON object: fps per stage (from each
 stage's metrics), capture→sink latency p50/p99 matched by frame id (from the recorder's
 per-frame t_capture and t_sink), frames dropped on the way, and CPU % / RSS per process
-(psutil over the measured window).
+(psutil over the measured window). `--faces 1,2,4,8` runs it once per count on a composed
+clip with that many faces (`bench_faces`) and ends with a table of the figures per count.
 """
 from __future__ import annotations
 
@@ -107,6 +108,30 @@ def measure(args: argparse.Namespace, run_dir: Path) -> dict:
     }
 
 
+def faces_table(results: list[dict]) -> str:
+    """Markdown: per face count, tracker fps, frames dropped before the tracker, capture→sink
+    latency, CPU % per process."""
+    names = sorted({name for r in results for name in r["cpu_percent"]})
+    head = ("| faces | tracker fps | dropped before tracker | capture→sink p50 / p99 ms | tracker ms p50 / p99 | "
+            + " | ".join(f"CPU % {n}" for n in names) + " |")
+    rule = "|" + "---:|" * (5 + len(names))
+    rows = []
+    for r in results:
+        frames, lat, stage = r["frames"], r["latency_capture_to_sink"], r["stage_ms"].get("tracker", {})
+        dropped = f"{frames['dropped_before_tracker']} / {frames['captured']}"
+        rows.append(f"| {r['faces']} | {r['fps'].get('tracker', 0)} | {dropped} | {lat['p50_ms']} / {lat['p99_ms']} | "
+                    f"{stage.get('p50')} / {stage.get('p99')} | "
+                    + " | ".join(str(r["cpu_percent"].get(n, "")) for n in names) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def _face_counts(text: str) -> list[int]:
+    counts = [int(c) for c in text.split(",")]
+    if not all(1 <= c <= 8 for c in counts):
+        raise argparse.ArgumentTypeError(f"face counts between 1 and 8, got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetrack bench pipeline", description=__doc__)
     parser.add_argument("--source", default="demo://")
@@ -116,8 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--tracker", default="kcf", choices=["kcf", "csrt", "mosse", "none"])
     parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--faces", type=_face_counts, metavar="N[,N...]",
+                        help="instead of --source: a composed clip with N faces, per N (e.g. 1,2,4,8)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.faces:
+        from facetrack.bench_faces import compose
+
+        results = []
+        for n in args.faces:
+            with tempfile.TemporaryDirectory(prefix=f"facetrack-faces{n}-") as tmp:
+                args.source = str(compose(n, Path(tmp, "clip")))
+                results.append({"faces": n, **measure(args, Path(tmp, "run"))})
+            print(json.dumps(results[-1]), flush=True)
+        print(faces_table(results))
+        return 0
     if args.run_dir:
         result = measure(args, args.run_dir)
     else:
