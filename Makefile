@@ -36,10 +36,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[model,eval,test]'
-	$(PY) -m pip install -q --no-deps trackeval==1.3.0
+	$(PY) -m pip install -q --no-deps trackeval==1.3.0 trackers==2.6.1 supervision==0.31.2
 	$(PY) -m pip uninstall -q -y opencv-python opencv-contrib-python opencv-python-headless 2>/dev/null || true
 	$(PY) -m pip install -q --force-reinstall --no-deps "opencv-contrib-python-headless==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opencv-contrib-python-headless"))')"
-	$(PY) -c "import cv2, tvm, zmq, msgpack, torch, trackeval; cv2.TrackerKCF_create; cv2.TrackerCSRT_create; cv2.legacy.TrackerMOSSE_create"
+	$(PY) -c "import cv2, tvm, zmq, msgpack, torch, trackeval, trackers; trackers.ByteTrackTracker; cv2.TrackerKCF_create; cv2.TrackerCSRT_create; cv2.legacy.TrackerMOSSE_create"
 	touch $@
 
 # Debian packages: Chromium for the live-view browser test, the aarch64 cross compiler

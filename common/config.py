@@ -50,6 +50,7 @@ class CaptureConfig:
     loop: bool = True
     lores_width: int = 320
     lores_height: int = 240
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,16 @@ class TrackerConfig:
     kind: str = "kcf"
     match_iou: float = 0.3
     min_hits: int = 2
-    max_lost: int = 90
+    max_lost_s: float = 3.0
     drift_iou: float = 0.5
     adaptive: bool = True
     interval_min: int = 1
     interval_max: int = 10
     history: int = 64
     rematch_dist: float = 1.5
+    start_score: float = 0.5
+    low_score: float = 0.3
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class SinkConfig:
     jpeg_quality: int = 80
     record_dir: str = "{run_dir}/records"
     privacy_port: int = 8081
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -183,11 +188,13 @@ _POSITIVE = {
     "tracker.interval_min", "tracker.interval_max", "tracker.history", "monitor.interval_s",
     "sink.jpeg_quality", "identity.threads", "identity.max_embeds_per_track", "identity.republish_s",
     "identity.reload_s", "identity.threshold", "identity.better_view", "identity.reid_window_s",
+    "capture.threads", "tracker.threads", "sink.threads",
 }
-_NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost",
+_NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_lost_s",
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px",
                  "monitor.release_heap_s"}
 _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
+                  "tracker.start_score", "tracker.low_score",
                    "identity.match_iou"}
 # Watchdog (services/watchdog.py) and the privacy view.
 _POSITIVE |= {"detector.deadline_s", "watchdog.silent_periods", "watchdog.backoff_s", "watchdog.backoff_max_s"}

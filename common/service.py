@@ -25,6 +25,7 @@ from common.bus import Publisher
 from common.config import Config, ConfigError, load_config
 from common.heap import release_free_heap
 from common.messages import Metrics
+from common.threads import limit_threads, service_threads
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def run_service(name: str, main, argv: list[str] | None = None, add_args=None) -
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    limit_threads(service_threads(name, config))
     ctx = ServiceContext(name=name, config=config, args=args)
 
     def _stop(signum, _frame):

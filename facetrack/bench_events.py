@@ -109,7 +109,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     overrides = {
         "stack": {"id": stack_id},
         "capture": {"source": str(tmp / "seq"), "width": 0, "height": 0, "loop": False, "fps": args.fps},
-        "tracker": {"max_lost": args.max_lost},
+        "tracker": {"max_lost_s": args.max_lost_s},
         "sink": {"http_port": _free_port()},
         "mqtt": {"port": port, "metrics_interval_s": 0},
     }
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on", type=int, default=20, help="frames the face is there")
     parser.add_argument("--off", type=int, default=12, help="grey frames between appearances")
     parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--max-lost", type=int, default=5, help="tracker.max_lost: a track ends this soon")
+    parser.add_argument("--max-lost-s", type=float, default=0.2, help="tracker.max_lost_s: a track ends this soon")
     parser.add_argument("--source", type=Path, default=SEQ, help="a MOT-layout sequence with one face")
     parser.add_argument("--port", type=int, help="use the MQTT broker on 127.0.0.1:PORT (default: start one)")
     parser.add_argument("--run-dir", type=Path, help="keep the stack's run directory here")

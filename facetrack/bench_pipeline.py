@@ -5,7 +5,8 @@ per face count on the `faces://N` scene, in a run directory of its own, with the
 sink attached, and prints one JSON object: fps per stage (from each
 stage's metrics), capture→sink latency p50/p99 matched by frame id (from the recorder's
 per-frame t_capture and t_sink), frames dropped on the way, and CPU % / RSS per process
-(psutil over the measured window).
+(psutil over the measured window). With `--faces` the JSON holds one such object per face
+count, and a markdown table of them goes to stderr.
 """
 from __future__ import annotations
 
@@ -109,11 +110,28 @@ def measure(args: argparse.Namespace, run_dir: Path) -> dict:
     }
 
 
+def faces_table(results: list[dict]) -> str:
+    """Markdown: per face count, tracker fps, frames dropped before the tracker, capture→sink
+    latency, CPU % per process."""
+    names = sorted({name for r in results for name in r["cpu_percent"]})
+    head = ("| faces | tracker fps | dropped before tracker | capture→sink p50 / p99 ms | tracker ms p50 / p99 | "
+            + " | ".join(f"CPU % {n}" for n in names) + " |")
+    rule = "|" + "---:|" * (5 + len(names))
+    rows = []
+    for r in results:
+        frames, lat, stage = r["frames"], r["latency_capture_to_sink"], r["stage_ms"].get("tracker", {})
+        dropped = f"{frames['dropped_before_tracker']} / {frames['captured']}"
+        rows.append(f"| {r['faces']} | {r['fps'].get('tracker', 0)} | {dropped} | {lat['p50_ms']} / {lat['p99_ms']} | "
+                    f"{stage.get('p50')} / {stage.get('p99')} | "
+                    + " | ".join(str(r["cpu_percent"].get(n, "")) for n in names) + " |")
+    return "\n".join([head, rule, *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetrack bench pipeline", description=__doc__)
     parser.add_argument("--source", default="demo://")
-    parser.add_argument("--faces", type=_counts, help="comma-separated face counts: one run each on faces://N "
-                        "(N moving public-domain faces), instead of --source")
+    parser.add_argument("--faces", type=_counts, metavar="N[,N...]",
+                        help="instead of --source: one run per count on faces://N, N moving public-domain faces")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -129,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     for count in args.faces:
         log.info("faces://%d", count)
         run_dir = args.run_dir / f"faces-{count}" if args.run_dir else None
-        by_faces[count] = _measure_in(argparse.Namespace(**{**vars(args), "source": f"faces://{count}"}), run_dir)
+        by_faces[count] = {"faces": count, **_measure_in(argparse.Namespace(**{**vars(args), "source": f"faces://{count}"}),
+                                                          run_dir)}
+    print(faces_table(list(by_faces.values())), file=sys.stderr)
     print(json.dumps({"by_faces": by_faces}))
     return 0
 

@@ -26,12 +26,14 @@ def load(ctx: ServiceContext):
     from models.runtime import ModelFileError, load_detector
 
     cfg = ctx.config.detector
+    # boxes down to tracker.low_score too: the tracker's second matching stage keeps tracks with them
+    threshold = min(cfg.score_threshold, ctx.config.tracker.low_score)
     model_dir = Path(cfg.model_dir)
     if not model_dir.is_absolute():
         model_dir = ROOT / model_dir
     try:
         detector = load_detector(variant=cfg.variant, backend=cfg.backend, model_dir=model_dir,
-                                 score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou,
+                                 score_threshold=threshold, nms_iou=cfg.nms_iou,
                                  num_threads=cfg.threads)
     except ModelFileError as exc:
         raise InputError(str(exc)) from None

@@ -29,7 +29,7 @@ def to_frame_detections(msg: Detections) -> FrameDetections:
 
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    manager = TrackManager(cfg.tracker)
+    manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0)  # seconds to frames at the camera's rate
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
@@ -49,6 +49,7 @@ def serve(ctx: ServiceContext) -> None:
                     continue  # computed on a frame of the numbering before the reset
                 if isinstance(msg, Detections):
                     stats.latency("detected_to_tracker", time.time() - msg.t_out)
+                    manager.detector_cost(1000 * (msg.t_out - msg.t_in))  # what a detection costs here
                     if pending is not None and pending.frame_id < msg.frame_id:
                         stats.extra["detections_superseded"] = stats.extra.get("detections_superseded", 0) + 1
                     if pending is None or pending.frame_id < msg.frame_id:
@@ -91,6 +92,7 @@ def serve(ctx: ServiceContext) -> None:
             stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.update(manager.counters)
             stats.extra["tracks"] = len(tracks)
+            stats.extra["bridging"] = int(manager.bridging)
     finally:
         sub.close()
         reader.close()

@@ -70,7 +70,7 @@ def detections(frame_id, boxes, visible, min_visible=0.5) -> FrameDetections:
 
 
 def config(**changes) -> TrackerConfig:
-    base = TrackerConfig(kind="kcf", match_iou=0.3, min_hits=2, max_lost=20, drift_iou=0.5,
+    base = TrackerConfig(kind="kcf", match_iou=0.3, min_hits=2, max_lost_s=20 / 30, drift_iou=0.5,
                          adaptive=False, interval_min=3, interval_max=3, history=64)
     return dataclasses.replace(base, **changes)
 
@@ -96,7 +96,7 @@ def run(manager, scene, every=3, delay=0):
 
 @pytest.mark.parametrize("gap, same_id", [(10, True), (45, False)])
 def test_face_returning_within_max_lost_keeps_id_after_it_gets_new_id(faces, background, gap, same_id):
-    manager = TrackManager(config(max_lost=20))
+    manager = TrackManager(config(max_lost_s=20 / 30))
     pos = (150, 120)
 
     def scene():

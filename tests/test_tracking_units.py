@@ -94,7 +94,7 @@ def test_tracker_factory_follows_a_shifted_real_face(kind):
 
 
 def _cfg(**changes):
-    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost=10, adaptive=False,
+    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost_s=10 / 30, adaptive=False,
                                              interval_min=1, interval_max=1), **changes)
 
 
@@ -172,9 +172,11 @@ def test_none_kind_holds_the_detection_and_loses_unmatched_tracks(image):
     (60, 1, 0.0, False),   # second chance off
     (100, 1, 1.5, False),  # 2.2 face sizes: too far for a face seen a frame ago
     (100, 10, 1.5, True),  # ... but not for one unseen for 10 frames (gate 1.5 x 2)
+    (120, 60, 1.5, True),  # 2.7 face sizes after 2 s unseen: within the widest gate (1.5 x 2)
+    (200, 60, 1.5, False),  # 4.5: the gate stops widening (uncapped it would be 1.5 x 7)
 ])
 def test_second_chance_rejoins_a_face_iou_cannot_pair(image, shift, unseen, rematch, same):
-    m = TrackManager(_cfg(kind="none", min_hits=1, rematch_dist=rematch))
+    m = TrackManager(_cfg(kind="none", min_hits=1, rematch_dist=rematch, max_lost_s=3.0))
     box = np.array([100, 100, 140, 150.0])
     (first,) = m.step(1, image, _det(1, box))
     for fid in range(2, 1 + unseen):
