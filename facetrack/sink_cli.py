@@ -5,7 +5,7 @@
     facetrack sink recorder --out /tmp/rec     # MOT text + JSON lines on disk
     facetrack sink jsonl | jq .                # JSON lines of tracks on stdout
 
-KIND is one of services.sink.KINDS; the options are the sink process's own (`--config`,
+KIND is a registered sink kind (services/sinks/: live, privacy, recorder, jsonl, mqtt, rtsp); the options are the sink process's own (`--config`,
 `--set section.key=value`, `--port`, `--out`). Ctrl-C detaches it; the stack runs on.
 Under supervisord the shipped sinks are programs: `supervisorctl start sink-jsonl`.
 """

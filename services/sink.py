@@ -1,6 +1,6 @@
-"""A sink process: frames with their tracks, handed to one sink kind (live view, recorder).
+"""A sink process: frames with their tracks, handed to one sink kind (services/sinks/).
 
-  python -m services.sink [--kind live|recorder] [--port N] [--out DIR] [--config F] [--set K=V]
+  python -m services.sink [--kind KIND] [--port N] [--out DIR] [--config F] [--set K=V]
 
 It subscribes to `frame` and `tracks`, pairs them by frame id (services/sinks/pairing.py),
 reads the pixels from the ring when the kind needs them, and hands each pair to the kind.
@@ -16,7 +16,6 @@ import functools
 import logging
 import sys
 import time
-from pathlib import Path
 
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
@@ -24,16 +23,11 @@ from common.frame_ring import RingReader
 from common.messages import Frame, Identity, Metrics, Tracks
 from common.recent import RecentMap
 from common.service import InputError, ServiceContext, run_service
-from services.sinks.jsonl import JsonLines
-from services.sinks.live_view import LiveView
-from services.sinks.privacy import PrivacyView
+from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
-from services.sinks.recorder import Recorder, session_dir
 
 log = logging.getLogger("sink")
 
-KINDS = ("live", "recorder", "jsonl", "privacy")
-KINDS += ("mqtt", "rtsp")  # MQTT events (services/sinks/mqtt_events.py), RTSP stream (services/sinks/stream.py)
 MIN_PAIRING = 64  # frames kept waiting for tracks; the ring's slot count if larger
 MAX_NAMES = 1024  # track names kept; the oldest named are forgotten first
 
@@ -45,34 +39,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="recorder: write into exactly this directory")
 
 
-def make_sink(kind: str, ctx: ServiceContext):
-    cfg, args = ctx.config, ctx.args
-    if kind == "mqtt":  # imported here: paho-mqtt and the RTSP helper concern these kinds only
-        from services.sinks.mqtt_events import MqttEvents
-        return MqttEvents(cfg)
-    if kind == "rtsp":
-        from services.sinks.stream import RtspStream
-        return RtspStream(cfg)
-    unused = {"live": ("--out", args.out), "recorder": ("--port", args.port), "privacy": ("--out", args.out),
-              "jsonl": ("--port/--out", args.port if args.port is not None else args.out)}.get(kind, ("", None))
-    if unused[1] is not None:
-        log.warning("%s is not used by a %s sink", unused[0], kind)
-    if kind == "jsonl":
-        return JsonLines(ctx.stop)
-    if kind == "privacy":
-        port = cfg.sink.privacy_port if args.port is None else args.port
-        return PrivacyView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id, cfg.monitor.interval_s)
-    if kind == "live":
-        port = cfg.sink.http_port if args.port is None else args.port
-        return LiveView(cfg.sink.http_host, port, cfg.sink.jpeg_quality, cfg.stack.id, cfg.monitor.interval_s)
-    directory = Path(args.out) if args.out else session_dir(cfg.sink.record_dir, cfg.stack.id)
-    return Recorder(directory)
+def make_sink(kind: str, ctx: ServiceContext) -> Sink:
+    cls = Sink.registry[kind]
+    for option in ("port", "out"):
+        if getattr(ctx.args, option) is not None and option not in cls.options:
+            log.warning("--%s is not used by a %s sink", option, kind)
+    return cls.from_context(ctx)
 
 
 class SinkLoop:
     """Pairs and dispatches one batch of bus messages at a time; keeps the counters."""
 
-    def __init__(self, ctx: ServiceContext, sink, reader: RingReader | None):
+    def __init__(self, ctx: ServiceContext, sink: Sink, reader: RingReader | None):
         self.ctx, self.sink, self.reader = ctx, sink, reader
         self.pairer = FramePairer(max(MIN_PAIRING, ctx.config.ring.slots))
         self.stale = 0
@@ -90,7 +68,8 @@ class SinkLoop:
                 tracks.append(msg)
             elif isinstance(msg, Identity):
                 self.names.remember(msg.track_id, msg.name)
-            elif isinstance(msg, Metrics) and hasattr(self.sink, "on_metrics"):
+                self.sink.on_identity(msg)
+            elif isinstance(msg, Metrics) and self.sink.wants_metrics:
                 self.sink.on_metrics(msg)
         if self.sink.latest_only:
             for older in tracks[:-1]:
@@ -138,7 +117,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if hasattr(sink, "on_metrics") else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else [])
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
     loop = SinkLoop(ctx, sink, reader)
@@ -147,6 +126,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
             first = sub.recv(timeout_ms=100)
             if first is not None:
                 loop.batch([first, *sub.drain()])
+            sink.tick()
             loop.update_stats(sub.malformed, sub.queue_stats())
             ctx.metrics.tick()
     finally:

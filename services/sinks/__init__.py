@@ -1,10 +1,12 @@
 """Sink kinds: what a sink process does with each frame that has its tracks.
 
-A sink kind is an object with
-  `needs_pixels` (bool): read the frame from the ring (the recorder does not),
-  `latest_only` (bool): when behind, handle only the newest frame and skip the rest
-      (a viewer wants the present; a recorder wants every frame),
-  `start()`, `handle(paired: Paired)`, `close()`,
-  `stats()`: its own counters for the metrics' `extra` map.
+Each kind is a `Sink` subclass (base.py) in a module of its own, registered by its `kind`;
+importing this package imports them all, so `Sink.registry` knows every kind.
 `services/sink.py` runs the bus loop and pairing around it (`pairing.py`).
 """
+from services.sinks import jsonl, live_view, mqtt_events, privacy, recorder, stream  # noqa: F401 - registers the kinds
+from services.sinks.base import Sink
+
+KINDS = tuple(Sink.registry)
+
+__all__ = ["KINDS", "Sink"]

@@ -15,20 +15,23 @@ import sys
 import threading
 import time
 
+from services.sinks.base import Sink
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.jsonl")
 
 
-class JsonLines:
-    """The `jsonl` sink kind."""
+class JsonLines(Sink, kind="jsonl"):
     needs_pixels = False
-    latest_only = False
 
     def __init__(self, stop: threading.Event, stream=None):
         self.stop = stop
         self.stream = stream or sys.stdout
         self.lines = 0
+
+    @classmethod
+    def from_context(cls, ctx) -> JsonLines:
+        return cls(ctx.stop)
 
     def start(self) -> None:
         log.info("writing JSON lines of tracks to stdout")

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from services.sinks.drawing import colour_hex, draw_tracks
 from services.sinks.latest import LatestFrame
 from services.sinks.live_page import PAGE
+from services.sinks.base import Sink
 from services.sinks.pairing import Paired
 from services.sinks.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, MetricsTable
 
@@ -120,10 +121,20 @@ class _Handler(BaseHTTPRequestHandler):
             view.leave_stream()
 
 
-class LiveView:
-    """The `live` sink kind."""
-    needs_pixels = True
+class LiveView(Sink, kind="live"):
     latest_only = True
+    wants_metrics = True
+    options = ("port",)
+
+    @classmethod
+    def from_context(cls, ctx) -> LiveView:
+        cfg, port = ctx.config, ctx.args.port
+        return cls(cfg.sink.http_host, cls.default_port(cfg) if port is None else port, cfg.sink.jpeg_quality,
+                   cfg.stack.id, cfg.monitor.interval_s)
+
+    @staticmethod
+    def default_port(cfg) -> int:
+        return cfg.sink.http_port
 
     def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics_period_s: float = 1.0):
         self.host, self.port = host, port
@@ -153,7 +164,6 @@ class LiveView:
         self.latest.put(draw_tracks(paired.image, paired.tracks.tracks, paired.names), record)
 
     def on_metrics(self, msg) -> None:
-        """A Metrics message of any stage (the sink loop subscribes to them for this kind)."""
         self.metrics_table.update(msg)
 
     def stats(self) -> dict[str, float]:

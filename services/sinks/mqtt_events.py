@@ -31,17 +31,15 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from common.bus import Subscriber
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
-from common.recent import RecentMap
+from services.sinks.base import Sink
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.mqtt")
 
 PAYLOAD_VERSION = 1
 EVENTS = ("started", "ended", "identified")
-MAX_NAMES = 1024  # identities kept for tracks not (yet) seen; the oldest are forgotten
 
 
 def status_topic(prefix: str, stack: str) -> str:
@@ -86,10 +84,10 @@ class TrackEvents:
 
     def __init__(self):
         self.live: dict[int, TrackLife] = {}
-        self.names = RecentMap(MAX_NAMES)  # track id -> (name, distance)
         self.last_frame_id: int | None = None
 
-    def tracks(self, msg: Tracks, source_pos: int | None = None) -> list[tuple[str, dict]]:
+    def tracks(self, msg: Tracks, source_pos: int | None = None, names=None) -> list[tuple[str, dict]]:
+        """Events of one Tracks message; `names`: track id -> name known so far (the sink loop's)."""
         events = []
         if self.last_frame_id is not None and msg.frame_id < self.last_frame_id:
             events += self.end_all("restart")
@@ -103,8 +101,7 @@ class TrackEvents:
             if life is None:
                 life = self.live[t.id] = TrackLife(t.id, msg.frame_id, msg.t_capture, msg.frame_id, msg.t_capture,
                                                    frames=0)
-                name = self.names.get(t.id)
-                life.name = name[0] if name else None
+                life.name = (names or {}).get(t.id)
                 events.append(("started", {
                     "track_id": t.id, "frame_id": msg.frame_id, "source_pos": source_pos,
                     "t_capture": msg.t_capture, "t_tracked": msg.t_tracked,
@@ -116,7 +113,6 @@ class TrackEvents:
         return events
 
     def identity(self, msg: Identity) -> list[tuple[str, dict]]:
-        self.names.remember(msg.track_id, (msg.name, msg.distance))
         life = self.live.get(msg.track_id)
         if life is None or life.name == msg.name:
             return []
@@ -129,7 +125,6 @@ class TrackEvents:
 
     def _end(self, tid: int, reason: str, frame_id: int | None) -> tuple[str, dict]:
         life = self.live.pop(tid)
-        self.names.pop(tid, None)
         return ("ended", {
             "track_id": tid, "reason": reason, "ended_frame_id": frame_id,
             "first_frame_id": life.first_frame_id, "last_frame_id": life.last_frame_id, "frames": life.frames,
@@ -237,10 +232,13 @@ class MqttLink:
         self.client.loop_stop()
 
 
-class MqttEvents:
-    """The `mqtt` sink kind."""
+class MqttEvents(Sink, kind="mqtt"):
     needs_pixels = False
-    latest_only = False
+    wants_metrics = True
+
+    @classmethod
+    def from_context(cls, ctx) -> MqttEvents:
+        return cls(ctx.config)
 
     def __init__(self, cfg: Config, link: MqttLink | None = None):
         self.cfg = cfg
@@ -253,26 +251,18 @@ class MqttEvents:
         self.counts = {kind: 0 for kind in EVENTS}
         self.metrics: dict[str, Metrics] = {}
         self._next_metrics = 0.0
-        self._sub: Subscriber | None = None
 
     def start(self) -> None:
-        # Metrics and identities come on a subscriber of this kind's own (the sink loop
-        # delivers frames and tracks); it is drained without waiting, from the loop's calls.
-        self._sub = Subscriber(self.cfg.bus.subscribe, [Metrics.TOPIC, Identity.TOPIC], hwm=1000)
         self.link.start()
 
     def handle(self, paired: Paired) -> None:
-        self._poll()
-        self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos))
+        self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names))
 
-    def _poll(self) -> None:
-        if self._sub is not None:
-            for msg in self._sub.drain():
-                if isinstance(msg, Identity):
-                    self._emit(self.events.identity(msg))
-                elif isinstance(msg, Metrics):
-                    self.metrics[msg.service] = msg
-        self._metrics_tick()
+    def on_identity(self, msg: Identity) -> None:
+        self._emit(self.events.identity(msg))
+
+    def on_metrics(self, msg: Metrics) -> None:
+        self.metrics[msg.service] = msg
 
     def _emit(self, events: list[tuple[str, dict]]) -> None:
         for kind, fields in events:
@@ -282,7 +272,8 @@ class MqttEvents:
             self.counts[kind] += 1
             self.link.publish(track_topic(self.prefix, self.stack, kind), payload, self.cfg.mqtt.qos)
 
-    def _metrics_tick(self) -> None:
+    def tick(self) -> None:
+        """Every mqtt.metrics_interval_s, each service's newest metrics."""
         period = self.cfg.mqtt.metrics_interval_s
         now = time.monotonic()
         if period <= 0 or now < self._next_metrics or not self.metrics:
@@ -297,7 +288,6 @@ class MqttEvents:
             self.link.publish(metrics_topic(self.prefix, self.stack, service), payload, 0, event=False)
 
     def stats(self) -> dict[str, float]:
-        self._poll()  # the sink loop asks for stats every turn, frames or not
         link = self.link
         return {"events_started": self.counts["started"], "events_ended": self.counts["ended"],
                 "events_identified": self.counts["identified"], "events_published": link.published,
@@ -309,6 +299,4 @@ class MqttEvents:
         # Tracks still live are not ended here: the stack may come back and continue them;
         # the status going offline tells the consumer that nothing more will come for now.
         self.link.close()
-        if self._sub is not None:
-            self._sub.close()
         log.info("events: %s, %d dropped", self.counts, self.link.dropped)

@@ -56,8 +56,12 @@ def blur_faces(image: np.ndarray, boxes, margin: float = MARGIN) -> np.ndarray:
     return image
 
 
-class PrivacyView(LiveView):
-    """The `privacy` sink kind: a live view whose faces are blurred."""
+class PrivacyView(LiveView, kind="privacy"):
+    """A live view whose faces are blurred (and whose names are never shown)."""
+
+    @staticmethod
+    def default_port(cfg) -> int:
+        return cfg.sink.privacy_port
 
     def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics_period_s: float = 1.0):
         super().__init__(host, port, jpeg_quality, stack, metrics_period_s)

@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from services.sinks.base import Sink
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.recorder")
@@ -46,16 +47,20 @@ def mot_lines(paired: Paired) -> str:
     return "".join(out)
 
 
-class Recorder:
-    """The `recorder` sink kind."""
+class Recorder(Sink, kind="recorder"):
     needs_pixels = False
-    latest_only = False
+    options = ("out",)
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.frames = 0
         self._mot = None
         self._jsonl = None
+
+    @classmethod
+    def from_context(cls, ctx) -> Recorder:
+        out = ctx.args.out
+        return cls(Path(out) if out else session_dir(ctx.config.sink.record_dir, ctx.config.stack.id))
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

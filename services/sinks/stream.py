@@ -23,6 +23,7 @@ import numpy as np
 
 from common.config import Config
 from services.sinks.drawing import draw_tracks
+from services.sinks.base import Sink
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.rtsp")
@@ -80,10 +81,12 @@ class RtspHelper:
             self.proc.wait()
 
 
-class RtspStream:
-    """The `rtsp` sink kind."""
-    needs_pixels = True
+class RtspStream(Sink, kind="rtsp"):
     latest_only = True
+
+    @classmethod
+    def from_context(cls, ctx) -> RtspStream:
+        return cls(ctx.config)
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
