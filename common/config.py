@@ -117,6 +117,8 @@ class SinkConfig:
 class MonitorConfig:
     interval_s: float = 1.0
     release_heap_s: float = 10.0
+    prometheus_host: str = "127.0.0.1"
+    prometheus_port: int = 9108
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match
                    "identity.match_iou"}
 # Watchdog (services/watchdog.py) and the privacy view.
 _POSITIVE |= {"detector.deadline_s", "watchdog.silent_periods", "watchdog.backoff_s", "watchdog.backoff_max_s"}
-_NON_NEGATIVE |= {"sink.privacy_port"}
+_NON_NEGATIVE |= {"sink.privacy_port", "monitor.prometheus_port"}
 # MQTT event sink, RTSP stream sink, remote detector.
 _POSITIVE |= {"mqtt.keepalive_s", "mqtt.queue_size", "mqtt.reconnect_max_s", "stream.fps", "stream.bitrate_kbps",
               "detector.remote_jpeg_quality"}

@@ -104,8 +104,20 @@ class Identity:
 
 
 @dataclass(frozen=True, slots=True)
+class Latency:
+    """Per-frame latency between two points of the pipeline over the stage's window (ms)."""
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Metrics:
-    """One service's health, once per monitor period."""
+    """One service's health, once per monitor period.
+
+    `latency_ms` maps a path between two pipeline points (e.g. `capture_to_tracked`, from
+    Frame.t_capture to Tracks.t_tracked) to its percentiles; `extra` holds the stage's other
+    numbers (queue depth, skipped frames, board temperature ...).
+    """
     TOPIC: typing.ClassVar[bytes] = b"metrics"
     service: str
     pid: int
@@ -120,6 +132,7 @@ class Metrics:
     cpu_percent: float
     rss_bytes: int
     extra: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, Latency] = field(default_factory=dict)
     v: int = VERSION
 
 
@@ -164,6 +177,8 @@ def _plain(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
     return value
@@ -196,6 +211,10 @@ def _check(cls, name: str, annotation: str, value):
         if not isinstance(value, list):
             raise MessageError(f"{where}: expected a list of tracks")
         return [_build(Track, t) for t in value]
+    if annotation == "dict[str, Latency]":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise MessageError(f"{where}: expected a map of paths to latencies")
+        return {k: _build(Latency, v) for k, v in value.items()}
     if annotation == "dict[str, float]":
         if not isinstance(value, dict) or not all(isinstance(k, str) and _is_number_tree(v, 0) for k, v in value.items()):
             raise MessageError(f"{where}: expected a map of names to numbers")

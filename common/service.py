@@ -24,7 +24,7 @@ from common.board import read_health
 from common.bus import Publisher
 from common.config import Config, ConfigError, load_config
 from common.heap import release_free_heap
-from common.messages import Metrics
+from common.messages import Latency, Metrics
 from common.threads import limit_threads, service_threads
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,20 @@ class StageStats:
     def latency(self, name: str, seconds: float) -> None:
         """One frame's latency between two points of the pipeline (wall-clock seconds).
 
-        Published as `lat_<name>_p50_ms` / `lat_<name>_p99_ms` in the metrics' extra map, e.g.
-        `capture_to_tracked` from Frame.t_capture to Tracks.t_tracked.
+        Published in the metrics' `latency_ms` map under `name`, e.g. `capture_to_tracked`
+        from Frame.t_capture to Tracks.t_tracked.
         """
         window = self._latencies.get(name)
         if window is None:
             window = self._latencies[name] = collections.deque(maxlen=self._window)
         window.append(seconds * 1000)
 
-    def latency_extra(self) -> dict[str, float]:
+    def latencies(self) -> dict[str, Latency]:
         out = {}
         for name, window in self._latencies.items():
             if window:
-                arr = np.fromiter(window, float)
-                out[f"lat_{name}_p50_ms"] = float(np.percentile(arr, 50))
-                out[f"lat_{name}_p99_ms"] = float(np.percentile(arr, 99))
+                p50, p99 = np.percentile(np.fromiter(window, float), [50, 99])
+                out[name] = Latency(float(p50), float(p99))
         return out
 
     def fps(self) -> float:
@@ -132,7 +131,7 @@ class MetricsReporter:
             fps=self.stats.fps(), p50_ms=p50, p99_ms=p99, dropped=self.stats.dropped,
             errors=self.stats.errors, cpu_percent=self.proc.cpu_percent(None),
             rss_bytes=self.proc.memory_info().rss,
-            extra={**self.stats.extra, **self.stats.latency_extra(), **read_health()},
+            extra={**self.stats.extra, **read_health()}, latency_ms=self.stats.latencies(),
         )
 
 

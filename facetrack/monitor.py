@@ -1,7 +1,7 @@
 """`facetrack monitor`: every stage's metrics, live, from the bus.
 
 A refreshing table for people, `--json` (one metrics message per line) for scripts. A stage
-whose metrics stop for three periods is shown as SILENT: a hung or dead process is seen
+whose metrics stop for watchdog.silent_periods periods is shown as SILENT: a hung or dead process is seen
 even when supervisord still calls it RUNNING.
 """
 from __future__ import annotations
@@ -42,14 +42,13 @@ def render(latest: dict[str, Metrics], silent_after: float) -> str:
 
 
 def latency_lines(latest: dict[str, Metrics]) -> list[str]:
-    """Per-frame latency between pipeline points, p50/p99 ms, from each stage's `lat_*` extras."""
+    """Per-frame latency between pipeline points, p50/p99 ms, from each stage's metrics."""
     out = []
     for service, m in sorted(latest.items()):
-        paths = sorted({k[4:-len("_p50_ms")] for k in m.extra if k.startswith("lat_") and k.endswith("_p50_ms")})
-        if paths:
+        if m.latency_ms:
             out.append(f"latency {service}: " + ", ".join(
-                f"{p.replace('_to_', '->')} {m.extra[f'lat_{p}_p50_ms']:.1f}/{m.extra.get(f'lat_{p}_p99_ms', 0):.1f}"
-                for p in paths) + " ms (p50/p99)")
+                f"{path.replace('_to_', '->')} {lat.p50_ms:.1f}/{lat.p99_ms:.1f}"
+                for path, lat in sorted(m.latency_ms.items())) + " ms (p50/p99)")
     return out
 
 
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facetrack monitor: {exc}", file=sys.stderr)
         return 2
     sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=1000)
-    silent_after = 3 * cfg.monitor.interval_s
+    silent_after = cfg.watchdog.silent_periods * cfg.monitor.interval_s  # the watchdog's rule
     latest: dict[str, Metrics] = {}
     end = time.monotonic() + args.seconds if args.seconds else None
     next_draw = 0.0

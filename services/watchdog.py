@@ -2,14 +2,15 @@
 
     python -m services.watchdog [--config FILE] [--set K=V]     (program `watchdog`)
 
-It subscribes to `metrics`. Every stage publishes one Metrics message per monitor period
+It subscribes to `metrics`, and serves every stage's newest metrics for Prometheus
+(common/prometheus.py, `monitor.prometheus_port`). Every stage publishes one Metrics message per monitor period
 from its main loop, so a loop that stops turning (a process stuck in one inference, stopped,
 deadlocked) stops its metrics while supervisord still calls it RUNNING.
 
 - Silent stages: no metrics for `watchdog.silent_periods` periods gives one WARNING line
   ("stage X silent for N s (program P: STATE)") and one INFO line when it reports again; the
-  watchdog's own metrics carry `silent_stages` and `silent_<service>` = 1/0 (the live view's
-  `/metrics` and `facetrack monitor` show them). A stage whose program was stopped on purpose
+  watchdog's own metrics carry `silent_stages` and `silent_<service>` = 1/0 (`facetrack
+  monitor` shows them). A stage whose program was stopped on purpose
   is reported once and then no longer watched.
 - Hung detector: the same process (same pid, still RUNNING under supervisord) silent for
   `detector.deadline_s` is killed with SIGKILL through supervisord's XML-RPC interface
@@ -29,8 +30,11 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass
 
+import prometheus_client
+
 from common.bus import Subscriber
 from common.messages import Metrics
+from common.prometheus import StackMetrics
 from common.service import ServiceContext, run_service
 
 log = logging.getLogger("watchdog")
@@ -209,6 +213,23 @@ class Watchdog:
         return out
 
 
+def start_exporter(cfg, metrics: StackMetrics):
+    """Serve every stage's metrics for Prometheus at monitor.prometheus_host:port/metrics (port 0: off).
+
+    A port that cannot be bound is one ERROR line; the watchdog goes on without the exporter.
+    """
+    host, port = cfg.monitor.prometheus_host, cfg.monitor.prometheus_port
+    if not port:
+        return None
+    try:
+        server, _thread = prometheus_client.start_http_server(port, host, registry=metrics.registry)
+    except OSError as exc:
+        log.error("Prometheus exporter not started: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)
+        return None
+    log.info("Prometheus metrics of every stage at http://%s:%d/metrics", host, server.server_address[1])
+    return server
+
+
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
     url = supervisor_url(ctx)
@@ -216,6 +237,8 @@ def serve(ctx: ServiceContext) -> None:
     log.info("supervisord at %s; detector deadline %.1f s, silent after %d periods of %.1f s",
              url, cfg.detector.deadline_s, cfg.watchdog.silent_periods, cfg.monitor.interval_s)
     dog = Watchdog(ctx, supervisor)
+    metrics = StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods)
+    exporter = start_exporter(cfg, metrics)
     sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000))
     stats = ctx.stats
     next_check = time.monotonic() + cfg.monitor.interval_s
@@ -226,6 +249,7 @@ def serve(ctx: ServiceContext) -> None:
             for m in ([msg, *sub.drain()] if msg is not None else []):
                 stats.frames_in += 1
                 dog.seen(m, now)
+                metrics.update(m)
             stats.errors = sub.malformed
             if now >= next_check:
                 next_check = now + min(cfg.monitor.interval_s, cfg.detector.deadline_s / 4)
@@ -238,6 +262,9 @@ def serve(ctx: ServiceContext) -> None:
             ctx.metrics.tick()
     finally:
         sub.close()
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

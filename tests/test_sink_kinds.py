@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.messages import Identity, Metrics
+from common.messages import Identity, Latency, Metrics
 from services.sinks.drawing import label_of
 from services.sinks.privacy import MARGIN, blur_faces, blur_region
 from sink_support import ROOT, get_json, http_get
@@ -161,8 +161,8 @@ def test_live_view_serves_every_stage_metrics_in_prometheus_format(stack):
     for service in ("detector", 'odd "name"\\\nx'):
         stack.publisher.send(Metrics(service=service, pid=4242, t=time.time(), frames_in=10, frames_out=7, fps=2.5,
                                      p50_ms=31.0, p99_ms=44.0, dropped=3, errors=1, cpu_percent=55.0, rss_bytes=123456,
-                                     extra={"lat_capture_to_detected_p50_ms": 40.5, "lat_capture_to_detected_p99_ms": 61.0,
-                                            "skipped": 12, "weird": float("nan")}))
+                                     extra={"skipped": 12, "weird": float("nan")},
+                                     latency_ms={"capture_to_detected": Latency(40.5, 61.0)}))
     stack.publish_until(lambda: all(f'service="{s}"'.encode() in http_get(url + "metrics")[1]
                                     for s in ("detector", "sink-live")), timeout=15)
     stack.publish_n(10)

@@ -18,8 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.bus import Subscriber
 from common.config import ROOT
@@ -47,27 +49,48 @@ class Ops:
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory):
     import socket
-    with socket.socket() as s:
+    with socket.socket() as s, socket.socket() as p:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        p.bind(("127.0.0.1", 0))
+        port, prometheus_port = s.getsockname()[1], p.getsockname()[1]
     run_dir = tmp_path_factory.mktemp("ops")
     overrides = {
         "stack": {"id": unique_id("ops", run_dir)},
         "capture": {"source": "demo://"},
         "sink": {"http_port": port},
-        "monitor": {"interval_s": INTERVAL},
+        "monitor": {"interval_s": INTERVAL, "prometheus_port": prometheus_port},
         "detector": {"deadline_s": DEADLINE},
         "watchdog": {"backoff_s": 60.0, "backoff_max_s": 120.0},
     }
     stack = Stack(run_dir, overrides)
     stack.start(wait_for=PIPELINE, timeout=90)
     ops = Ops(stack, f"http://127.0.0.1:{port}/")
+    ops.prometheus = f"http://127.0.0.1:{prometheus_port}/metrics"
     ops.watch.wait("detector", lambda m: m.frames_out > 0, timeout=120)  # the model is loaded
     yield ops
     for pid in pids(stack).values():  # nothing stays stopped by a failed test
         os.kill(pid, signal.SIGCONT)
     ops.watch.close()
     stack.shutdown()
+
+
+def test_watchdog_exports_every_stage_for_prometheus_with_no_viewer_asked(ops):
+    """The watchdog's exporter, not a viewer, serves the whole stack's metrics (prometheus_client's parser reads them)."""
+    def scrape() -> dict:
+        with urllib.request.urlopen(ops.prometheus, timeout=5) as reply:
+            assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = reply.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    wait_for(lambda: all(("facetrack_up", (("service", s),)) in scrape() for s in ("capture", "tracker", "detector")),
+             30, what="every stage in the exporter")
+    samples = scrape()
+    for service in ("capture", "tracker", "detector", "watchdog"):
+        assert samples[("facetrack_up", (("service", service),))] == 1
+        assert samples[("facetrack_frames_out_total", (("service", service),))] > 0
+    assert samples[("facetrack_latency_ms", (("path", "capture_to_tracked"), ("quantile", "0.99"),
+                                             ("service", "tracker")))] > 0
 
 
 def test_minimal_third_party_sink_reads_real_frames_and_tracks(ops):

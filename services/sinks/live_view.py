@@ -24,7 +24,7 @@ from services.sinks.latest import LatestFrame
 from services.sinks.live_page import PAGE
 from services.sinks.base import Sink
 from services.sinks.pairing import Paired
-from services.sinks.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, MetricsTable
+from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
 
 log = logging.getLogger("sink.live")
 
@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                    json.dumps(body).encode())
 
     def _metrics(self):
-        self._send(HTTPStatus.OK, PROMETHEUS_TYPE, self.server.view.metrics_table.render().encode())
+        self._send(HTTPStatus.OK, PROMETHEUS_TYPE, self.server.view.metrics_table.render())
 
     def _stream(self):
         view = self.server.view
@@ -130,15 +130,15 @@ class LiveView(Sink, kind="live"):
     def from_context(cls, ctx) -> LiveView:
         cfg, port = ctx.config, ctx.args.port
         return cls(cfg.sink.http_host, cls.default_port(cfg) if port is None else port, cfg.sink.jpeg_quality,
-                   cfg.stack.id, cfg.monitor.interval_s)
+                   cfg.stack.id, StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods))
 
     @staticmethod
     def default_port(cfg) -> int:
         return cfg.sink.http_port
 
-    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics_period_s: float = 1.0):
+    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics: StackMetrics):
         self.host, self.port = host, port
-        self.metrics_table = MetricsTable(metrics_period_s)
+        self.metrics_table = metrics
         self.latest = LatestFrame(jpeg_quality)
         self.page = PAGE.format(stack=stack).encode()
         self.streams = 0

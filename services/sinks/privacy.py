@@ -19,6 +19,7 @@ import time
 import cv2
 import numpy as np
 
+from common.prometheus import StackMetrics
 from services.sinks.live_page import PAGE
 from services.sinks.live_view import LiveView
 from services.sinks.pairing import Paired
@@ -63,8 +64,8 @@ class PrivacyView(LiveView, kind="privacy"):
     def default_port(cfg) -> int:
         return cfg.sink.privacy_port
 
-    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics_period_s: float = 1.0):
-        super().__init__(host, port, jpeg_quality, stack, metrics_period_s)
+    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics: StackMetrics):
+        super().__init__(host, port, jpeg_quality, stack, metrics)
         self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
         self.blurred = 0
 
