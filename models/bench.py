@@ -3,7 +3,11 @@
 Prints ONE JSON object on stdout (progress goes to stderr). Backends run round-robin, one
 inference each per round in a fresh random order, so load from other processes hits all of
 them alike; every backend gets the same thread count. Times cover the network only
-(the same preprocessed input), not pre/post-processing, which all backends share.
+(the same preprocessed NHWC input for all, as the .tflite takes it), not pre/post-processing,
+which all backends share.
+The reference is MediaPipe's own runtime (`litert_xnnpack`: the original .tflite on LiteRT
+with XNNPACK); every row gives its p50 over LiteRT's and its speed-up over eager PyTorch,
+and the report names the CPU it ran on (a ratio from another CPU does not carry over).
 """
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .blazeface.postprocess import preprocess
-from .build import BUILD_DIR, Builder, tuning_db_files
+from .blazeface.tflite import litert_infer
+from .build import BUILD_DIR, Builder, tuning_db_path
+from .cpu import describe
 from .dataset import DATA_DIR
 from .runtime import _load_onnxruntime, _load_torch, _load_torchscript, _load_tvm, _torch_infer
+from .weights import tflite_path
 
 log = logging.getLogger("facetrack.models.bench")
 
@@ -64,7 +71,7 @@ def load_backends(variant: str, threads: int, calib: list[np.ndarray], build_dir
     builder = Builder(variant, build_dir)
     for artefact in ("torchscript", "onnx", "llvm", "llvm-untuned"):
         builder.ensure(artefact)
-    if not tuning_db_files(variant):
+    if tuning_db_path(variant, builder.target_for("llvm")) is None:
         log.warning("no tuning database for %s: tvm_tuned is the fused build without tuned schedules", variant)
     int8 = torchscript_int8(variant, calib)
     return {
@@ -72,6 +79,7 @@ def load_backends(variant: str, threads: int, calib: list[np.ndarray], build_dir
         "torchscript": _load_torchscript(variant, builder.path("torchscript"), threads),
         "torchscript_int8": _torch_infer(int8, threads),
         "onnxruntime": _load_onnxruntime(variant, builder.path("onnx"), threads),
+        "litert_xnnpack": litert_infer(tflite_path(variant), threads),
         "tvm_untuned": _load_tvm(variant, builder.path("llvm-untuned"), threads),
         "tvm_tuned": _load_tvm(variant, builder.path("llvm"), threads),
     }
@@ -87,12 +95,22 @@ def measure(backends: dict, x: np.ndarray, rounds: int, warmup: int = 5, seed: i
     for r in range(rounds):
         rng.shuffle(names)
         for name in names:
+            infer = backends[name]
             t0 = time.perf_counter()
-            backends[name](x)
+            infer(x)
             times[name].append((time.perf_counter() - t0) * 1e3)
         if (r + 1) % max(1, rounds // 5) == 0:
             log.info("round %d/%d", r + 1, rounds)
     return times
+
+
+def table(times: dict[str, list[float]], reference: str = "litert_xnnpack", eager: str = "pytorch_eager") -> list:
+    """One row per backend: p50, p99, p50 over the reference's, speed-up over eager PyTorch."""
+    p50 = {n: float(np.median(t)) for n, t in times.items()}
+    return [{"backend": n, "p50_ms": round(p50[n], 3), "p99_ms": round(float(np.percentile(t, 99)), 3),
+             f"p50_over_{reference}": round(p50[n] / p50[reference], 2) if reference in p50 else None,
+             "speedup_vs_eager": round(p50[eager] / p50[n], 2) if eager in p50 else None}
+            for n, t in times.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,13 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = load_backends(args.variant, args.threads, calib, args.build_dir)
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
-    eager = float(np.median(times["pytorch_eager"]))
-    results = [{"backend": name, "p50_ms": round(float(np.median(t)), 3),
-                "p99_ms": round(float(np.percentile(t, 99)), 3),
-                "speedup_vs_eager": round(eager / float(np.median(t)), 2)} for name, t in times.items()]
-    results.sort(key=lambda r: list(backends).index(r["backend"]))
     print(json.dumps({"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
-                      "frame": str(frame_path), "rounds": args.rounds, "results": results}))
+                      "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
+                      "reference": "litert_xnnpack", "results": table(times)}))
     return 0
 
 

@@ -2,7 +2,10 @@
 
 Artefacts go to models/build/<variant>/ (see `artefact_path`). Each is rebuilt only when
 the hash of its inputs changes: weights sha256, the model/build code, library versions,
-the TVM target and the tuning database (models/tuning/<variant>/) when one applies.
+the TVM target, the graph options (models/graph.py) and the tuning database when one applies.
+Databases are kept per target CPU, models/tuning/<variant>/<target>/ (x86-avx512, x86-avx2,
+pi5-cortex-a76: models/cpu.py names them): a schedule is only good for the ISA it was tuned
+on, and applying a database ignores the target, so each build looks up its own.
 The default (what the service needs) is the tuned host `llvm` library of the configured
 variant; cross builds (aarch64 for the Pi 5, opencl, cuda) are made on request.
 """
@@ -17,6 +20,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from .graph import DEFAULT as GRAPH, open_database, prepare
 
 log = logging.getLogger("facetrack.models.build")
 
@@ -34,7 +39,15 @@ FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "llvm": "llvm.so",
 ONNX_OPSET = 18  # >= 17; torch 2.13 exports 18 natively (down-converting Pad to 17 fails)
 CUDA_ARCH = "sm_90"  # the lent H100/H200 machines; change for another GPU
 AARCH64_CC = "aarch64-linux-gnu-gcc"
-_CODE = [MODELS_DIR / "build.py", MODELS_DIR / "blazeface" / "net.py", MODELS_DIR / "blazeface" / "tflite.py"]
+_CODE = [MODELS_DIR / "build.py", MODELS_DIR / "graph.py", MODELS_DIR / "blazeface" / "net.py",
+         MODELS_DIR / "blazeface" / "tflite.py"]
+# VM: "compiled" turns the VM's instructions into TIR (no bytecode interpreter between
+# kernels); tirx.disable_assert drops each kernel's argument checks (shapes are static).
+VM_EXEC_MODE = "compiled"
+BUILD_CONFIG = {"tirx.disable_assert": True}
+# A host without its own database may use one of these (same ISA family, narrower vectors);
+# never an x86 one for ARM or the reverse.
+DB_FALLBACK = {"x86-avx512": ["x86-avx2"], "x86-avx2": [], "pi5-cortex-a76": []}
 
 
 def artefact_path(variant: str, artefact: str, build_dir: Path = BUILD_DIR) -> Path:
@@ -63,9 +76,25 @@ def tvm_target(name: str):
     raise ValueError(f"unknown TVM target {name!r}; choose from {', '.join(TVM_TARGETS)}")
 
 
-def tuning_db_files(variant: str, tuning_dir: Path = TUNING_DIR) -> list[Path]:
-    files = [tuning_dir / variant / "database_workload.json", tuning_dir / variant / "database_tuning_record.json"]
-    return files if all(f.is_file() and f.stat().st_size > 0 for f in files) else []
+def tuning_db_dir(variant: str, target, tuning_dir: Path = TUNING_DIR) -> Path:
+    """Where the database for `target` (a TVM llvm target) lives, whether or not it exists."""
+    from .cpu import tuning_target
+
+    return tuning_dir / variant / tuning_target(target)
+
+
+def _has_db(db_dir: Path) -> bool:
+    return all((db_dir / n).is_file() and (db_dir / n).stat().st_size > 0
+               for n in ("database_workload.json", "database_tuning_record.json"))
+
+
+def tuning_db_path(variant: str, target, tuning_dir: Path = TUNING_DIR) -> Path | None:
+    """The database a build for `target` applies: its own, else a fallback of its ISA family."""
+    own = tuning_db_dir(variant, target, tuning_dir)
+    for name in [own.name, *DB_FALLBACK.get(own.name, [])]:
+        if _has_db(own.parent / name):
+            return own.parent / name
+    return None
 
 
 def _digest(*parts: str | bytes) -> str:
@@ -81,46 +110,9 @@ def relax_module(onnx_path: Path, variant: str):
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .blazeface import INPUT_SIZE
+    from .blazeface import input_shape
 
-    size = INPUT_SIZE[variant]
-    return from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": [1, 3, size, size]})
-
-
-def fuse_for_cpu(mod, target, database=None):
-    """Legalize and fuse the Relax module for CPU, then apply the tuning database if given.
-
-    tune.py extracts its tasks from this same module, so the workloads match the database.
-    Pads are kept out of fusion: a conv whose epilogue also reads a fused (channel) pad
-    makes MetaSchedule's design-space generation fail (reverse-compute-at), and those are
-    the blocks' main convolutions. Materialising the pad costs one small copy.
-    """
-    import tvm
-    from tvm import relax
-
-    with target, (database or contextlib.nullcontext()):  # the passes read the current target
-        passes = [
-            relax.transform.DecomposeOpsForInference(),
-            relax.transform.CanonicalizeBindings(),
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            tvm.transform.module_pass(_pads_opaque, opt_level=0, name="PadsOpaque"),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
-        ]
-        if database is not None:
-            passes.append(relax.transform.MetaScheduleApplyDatabase())
-        return tvm.transform.Sequential(passes)(mod)
-
-
-def _pads_opaque(mod, _ctx):
-    import tvm
-
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, tvm.tirx.PrimFunc) and gv.name_hint.rstrip("0123456789") == "pad":
-            mod[gv] = func.with_attr("op_pattern", 8)  # kOpaque: FuseOps leaves it alone
-    return mod
+    return from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": list(input_shape(variant))})
 
 
 class Builder:
@@ -150,11 +142,23 @@ class Builder:
             return _digest(base, artefact)
         import tvm
 
-        parts = [base, artefact, tvm.__version__, json.dumps(tvm_target(artefact).export(), sort_keys=True,
-                                                              default=str)]
-        if artefact != "llvm-untuned" and artefact not in ("opencl", "cuda"):
-            parts += [f.read_bytes() for f in tuning_db_files(self.variant, self.tuning_dir)]
+        target = tvm_target(artefact)
+        parts = [base, artefact, tvm.__version__, json.dumps(target.export(), sort_keys=True, default=str),
+                 GRAPH.key(), VM_EXEC_MODE, json.dumps(BUILD_CONFIG, sort_keys=True)]
+        db = self.database_dir(artefact)
+        if db is not None:
+            parts += [str(db.name)] + [(db / n).read_bytes() for n in ("database_workload.json",
+                                                                        "database_tuning_record.json")]
         return _digest(*parts)
+
+    def target_for(self, artefact: str):
+        return tvm_target(artefact)
+
+    def database_dir(self, artefact: str) -> Path | None:
+        """The tuning database this artefact applies (None: untuned, GPU, or none for its CPU)."""
+        if artefact in ("llvm-untuned", "opencl", "cuda"):
+            return None
+        return tuning_db_path(self.variant, tvm_target(artefact), self.tuning_dir)
 
     def ensure(self, artefact: str, dependency: bool = False) -> Path:
         """Build `artefact` unless an up-to-date copy exists; return its path."""
@@ -175,6 +179,17 @@ class Builder:
         log.info("%s/%s: built %s in %.1f s", self.variant, artefact, path, seconds)
         return path
 
+    def _log_database(self, artefact: str, target, db_dir: Path | None) -> None:
+        own = tuning_db_dir(self.variant, target, self.tuning_dir)
+        if db_dir is None:
+            log.info("%s/%s: no tuning database for %s (%s): untuned schedules", self.variant, artefact,
+                     own.name, own)
+        elif db_dir != own:
+            log.info("%s/%s: no tuning database for %s; using %s instead (%s)", self.variant, artefact,
+                     own.name, db_dir.name, db_dir)
+        else:
+            log.info("%s/%s: applying tuning database %s", self.variant, artefact, db_dir)
+
     def _torch_model(self):
         from .blazeface import from_tflite
 
@@ -183,40 +198,42 @@ class Builder:
     def _torchscript(self, artefact: str, path: Path) -> None:
         import torch
 
-        from .blazeface import INPUT_SIZE
+        from .blazeface import input_shape
 
-        size = INPUT_SIZE[self.variant]
-        traced = torch.jit.trace(self._torch_model(), torch.zeros(1, 3, size, size))
+        traced = torch.jit.trace(self._torch_model(), torch.zeros(input_shape(self.variant)))
         _atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
 
     def _onnx(self, artefact: str, path: Path) -> None:
         import torch
 
-        from .blazeface import INPUT_SIZE
+        from .blazeface import input_shape
 
-        size = INPUT_SIZE[self.variant]
         with _quiet_stdout():  # the exporter prints progress lines on stdout
-            program = torch.onnx.export(self._torch_model(), (torch.zeros(1, 3, size, size),), dynamo=True,
+            program = torch.onnx.export(self._torch_model(), (torch.zeros(input_shape(self.variant)),), dynamo=True,
                                         opset_version=ONNX_OPSET, external_data=False, input_names=["input"],
                                         output_names=["regressors", "classificators"])
         _atomic(path, lambda tmp: program.save(str(tmp), external_data=False))
 
     def _tvm(self, artefact: str, path: Path) -> None:
         import tvm
-        from tvm.s_tir import meta_schedule as ms
+        from tvm import relax
 
         target = tvm_target(artefact)
         mod = relax_module(self.path("onnx"), self.variant)
-        db_files = tuning_db_files(self.variant, self.tuning_dir)
         if artefact in ("opencl", "cuda"):
             # GPU targets: tvm.compile's default GPU pipeline schedules kernels with DLight.
             ex = _compile_gpu(mod, target, artefact)
         else:
-            database = None
-            if db_files and artefact != "llvm-untuned":
-                database = ms.database.JSONDatabase(*map(str, db_files), allow_missing=False)
-                log.info("%s/%s: applying tuning database %s", self.variant, artefact, db_files[0].parent)
-            ex = tvm.compile(fuse_for_cpu(mod, target, database), target=target)
+            db_dir = self.database_dir(artefact)
+            if artefact != "llvm-untuned":
+                self._log_database(artefact, target, db_dir)
+            database = open_database(db_dir) if db_dir is not None else None
+            mod = prepare(mod, target, GRAPH, database)
+            if database is not None:
+                log.info("%s/%s: %d of %d kernels scheduled from the database", self.variant, artefact,
+                         *scheduled_kernels(mod))
+            with tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
+                ex = relax.build(mod, target=target, exec_mode=VM_EXEC_MODE)
         fcompile = None
         if artefact == "aarch64":
             fcompile = tvm.support.cc.cross_compiler(AARCH64_CC)
@@ -231,6 +248,15 @@ class Builder:
             if not source:
                 raise RuntimeError(f"{artefact} build holds no {artefact} kernel source")
             path.with_suffix(suffix).write_text(source)
+
+
+def scheduled_kernels(mod) -> tuple[int, int]:
+    """(PrimFuncs a database schedule was applied to, all PrimFuncs but weight prepacks)."""
+    import tvm
+
+    funcs = [(gv.name_hint, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    funcs = [f for name, f in funcs if not name.endswith("_weight_prepack")]
+    return sum(1 for f in funcs if f.attrs is not None and "tirx.is_scheduled" in f.attrs), len(funcs)
 
 
 def _walk_imports(module):

@@ -90,7 +90,7 @@ def site_packages() -> Path:
 
 
 def frames(n: int) -> np.ndarray:
-    """`n` real face frames, preprocessed for the full-range model: (n, 3, 192, 192)."""
+    """`n` real face frames, preprocessed for the full-range model: (n, 192, 192, 3)."""
     import cv2
 
     from .blazeface.postprocess import preprocess

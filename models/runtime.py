@@ -48,7 +48,7 @@ class FaceDetector:
         self.input_size: int = opts["size"]
         self.anchors = ssd_anchors(**opts)
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
-        self.infer = infer  # (1, 3, S, S) float32 in [-1, 1] -> raw outputs
+        self.infer = infer  # (1, S, S, 3) float32 in [-1, 1] (NHWC) -> raw outputs
 
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
@@ -89,7 +89,7 @@ def _reason(e: BaseException) -> str:
 def _check_outputs(infer, size: int, anchors: int, path, variant: str) -> None:
     """Run once on a blank input: catches a file that loads but is another model."""
     try:
-        reg, cls = infer(np.zeros((1, 3, size, size), np.float32))
+        reg, cls = infer(np.zeros((1, size, size, 3), np.float32))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not this model
         raise ModelFileError(f"model file {path} does not run as the {variant} model: {_reason(e)}") from None
     if reg.shape != (1, anchors, 16) or cls.shape != (1, anchors, 1):
@@ -132,6 +132,24 @@ def check_elf_complete(path: Path) -> None:
         raise ModelFileError(f"model file {path} is truncated: {size} bytes, its ELF headers need {max(ends)}")
 
 
+def tvm_runtime_only() -> None:
+    """Make this process's `import tvm` load only what running a compiled model needs.
+
+    Call before anything imports tvm. TVM_USE_RUNTIME_LIB=1 loads libtvm_runtime.so
+    instead of the compiler library (~110 MB less), and tvm_ffi imports torch whenever it
+    is importable (~200 MB): a process that only runs the library blocks it. Together the
+    detector holds ~100 MB instead of ~450 MB (models/README.md). Not for processes that
+    build or tune, nor for the torch backends.
+    """
+    import os
+    import sys
+
+    if "tvm" in sys.modules:
+        raise RuntimeError("tvm_runtime_only() must run before tvm is imported")
+    os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+    sys.modules.setdefault("torch", None)  # `import torch` now raises ImportError, which tvm_ffi allows
+
+
 def _load_tvm(variant: str, path: Path, num_threads: int | None):
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler passes imported
@@ -143,9 +161,12 @@ def _load_tvm(variant: str, path: Path, num_threads: int | None):
     except Exception as e:  # noqa: BLE001 - TVM raises several error types for a bad file
         raise ModelFileError(f"model file {path} is truncated or not a TVM library: {_reason(e)}") from None
     set_tvm_threads(num_threads)
+    size = ANCHOR_OPTIONS[variant]["size"]
+    x_tvm = tvm.runtime.empty((1, size, size, 3), "float32", tvm.cpu())  # one input tensor, reused
 
     def infer(x: np.ndarray) -> RawOutputs:
-        reg, cls = main(tvm.runtime.tensor(x))
+        x_tvm.copyfrom(np.ascontiguousarray(x, np.float32))
+        reg, cls = main(x_tvm)
         return reg.numpy(), cls.numpy()
 
     return infer

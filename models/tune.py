@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .build import BUILD_DIR, TUNING_DIR, VARIANTS, Builder, fuse_for_cpu, host_target, relax_module, tuning_db_files
+from .build import BUILD_DIR, TUNING_DIR, VARIANTS, Builder, host_target, relax_module, tuning_db_dir
+from .graph import DEFAULT as GRAPH, MODULE_EQUALITY, open_database, prepare
 
 log = logging.getLogger("facetrack.models.tune")
 
@@ -63,6 +64,21 @@ def _persistent_builder(timeout_sec: float, max_workers: int):
     return PersistentLocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec)
 
 
+def single_thread_space():
+    """The default LLVM design space without parallel loops: candidates run on one thread.
+
+    MetaSchedule's ParallelizeVectorizeUnroll otherwise parallelises outer loops for the
+    target's num-cores; max_jobs_per_core=-1 turns that off (vectorize and unroll stay).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    rules = [ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=-1, max_vectorize_extent=64,
+                                                         unroll_max_steps=[0, 16, 64, 512], unroll_explicit=True)
+             if isinstance(r, ms.schedule_rule.ParallelizeVectorizeUnroll) else r
+             for r in ms.ScheduleRule.create("llvm")]
+    return ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="llvm", mutator_probs="llvm")
+
+
 def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int | None = None,
          tuning_dir: Path = TUNING_DIR, build_dir: Path = BUILD_DIR, seed: int = 0, threads: int = 1,
          shard: tuple[int, int] = (0, 1), mcpu: str | None = None, onnx_path: Path | None = None,
@@ -75,23 +91,24 @@ def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int 
 
     onnx_path = onnx_path or Builder(variant, build_dir, tuning_dir).ensure("onnx")
     target = host_target(mcpu, num_cores=threads)  # parallel loops shaped for the threads measured
-    mod = fuse_for_cpu(relax_module(onnx_path, variant), target)
+    mod = prepare(relax_module(onnx_path, variant), target, GRAPH)
     build_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f"tune-{variant}-", dir=build_dir))
-    out_dir = out_dir or tuning_dir / variant
+    out_dir = out_dir or tuning_db_dir(variant, target, tuning_dir)
     seeds = None
-    if not from_scratch:  # continue from the committed records: they seed the search
-        for f in tuning_db_files(variant, tuning_dir):
-            shutil.copy(f, work_dir / f.name)
-        seeds = _open_db(work_dir)
+    if not from_scratch and (out_dir / "database_workload.json").is_file():
+        for name in ("database_workload.json", "database_tuning_record.json"):  # they seed the search
+            shutil.copy(out_dir / name, work_dir / name)
+        seeds = open_database(work_dir)
     # Heaviest tasks first: a run cut short (see --salvage) has then tuned what matters most.
     # MetaSchedule records results only after a first pass over all tasks: a run stopped
     # before that keeps nothing, so a short budget should tune fewer tasks (--tasks).
-    extracted = sorted(extract_tasks(mod, target), key=lambda t: -t.weight * estimate_tir_flops(t.dispatched[0]))
+    extracted = sorted(extract_tasks(mod, target, module_equality=MODULE_EQUALITY),
+                       key=lambda t: -t.weight * estimate_tir_flops(t.dispatched[0]))
     k, n = shard  # shard k of n takes every n-th task: each gets heavy and light ones
     extracted = extracted[:max_tasks][k::n]
     contexts, weights = extracted_tasks_to_tune_contexts(
-        extracted, str(work_dir),
+        extracted, str(work_dir), space=single_thread_space() if threads == 1 else "post-order-apply",
         strategy=ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3), seed=seed)
     tasks = list(zip(contexts, weights))
     per_task = per_task or max(4, math.ceil(trials / len(tasks)))
@@ -101,11 +118,12 @@ def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int 
     db = ms.tune_tasks(
         tasks=[t for t, _ in tasks], task_weights=[w for _, w in tasks], work_dir=str(work_dir),
         max_trials_global=trials, max_trials_per_task=per_task, num_trials_per_iter=min(32, per_task),
+        database=open_database(work_dir, allow_missing=True), module_equality=MODULE_EQUALITY,
         builder=_persistent_builder(timeout_sec=600, max_workers=max(1, (os.cpu_count() or 1) // n)),
         runner=ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
             number=5, repeat=1, min_repeat_ms=20)))
     seconds = time.perf_counter() - t0
-    stats = save_best(db, out_dir, seeds=seeds, tuned=[ctx.mod for ctx, _ in tasks])
+    stats = save_best(db, out_dir, seeds=seeds, tuned=[ctx.mod for ctx, _ in tasks], mcpu=mcpu)
     shutil.rmtree(work_dir, ignore_errors=True)
     stats.update(variant=variant, tasks=len(tasks), trials=trials, seconds=round(seconds, 1))
     log.info("%s: tuned in %.0f s: %s", variant, seconds, stats)
@@ -113,7 +131,7 @@ def tune(variant: str, trials: int, per_task: int | None = None, max_tasks: int 
 
 
 def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1, seeds=None,
-              tuned: list | None = None) -> dict:
+              tuned: list | None = None, mcpu: str | None = None) -> dict:
     """Keep the best valid record of each workload in a fresh JSON database at `out_dir`.
 
     `others` are databases tuned elsewhere (another machine, other shards): their times do
@@ -149,7 +167,7 @@ def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1, s
         for key, record in best_of(other).items():
             candidates.setdefault(key, []).append(record)
     contested = [r for rs in candidates.values() if len(rs) > 1 for r in rs]
-    here = dict(zip(map(id, contested), measure_here(contested, threads))) if contested else {}
+    here = dict(zip(map(id, contested), measure_here(contested, threads, mcpu))) if contested else {}
     chosen = []
     for records in candidates.values():
         if len(records) == 1:
@@ -160,7 +178,7 @@ def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1, s
     log.info("%d workloads; %d measured again here", len(candidates), len({id(r) for r in contested}))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".db-", dir=out_dir))
-    new = ms.database.JSONDatabase(str(tmp / "database_workload.json"), str(tmp / "database_tuning_record.json"))
+    new = open_database(tmp, allow_missing=True)
     for r, run_secs in chosen:
         new.commit_tuning_record(ms.database.TuningRecord(
             r.trace, new.commit_workload(r.workload.mod), run_secs, r.target, r.args_info))
@@ -170,13 +188,13 @@ def save_best(db, out_dir: Path, others: list | None = None, threads: int = 1, s
     return verify(out_dir)
 
 
-def measure_here(records: list, threads: int = 1) -> list[float]:
+def measure_here(records: list, threads: int = 1, mcpu: str | None = None) -> list[float]:
     """Seconds per run of each record's schedule, built and timed on this machine."""
     os.environ["TVM_NUM_THREADS"] = str(threads)
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    target = host_target(num_cores=threads)
+    target = host_target(mcpu, num_cores=threads)
     mods = []
     for r in records:
         sch = Schedule(r.workload.mod)
@@ -212,9 +230,7 @@ def verify(db_dir: Path) -> dict:
     """Count workloads and valid records in a database; raise if it holds no valid record."""
     from tvm.s_tir import meta_schedule as ms
 
-    db = ms.database.JSONDatabase(str(db_dir / "database_workload.json"),
-                                  str(db_dir / "database_tuning_record.json"), allow_missing=False)
-    records = db.get_all_tuning_records()
+    records = open_database(db_dir).get_all_tuning_records()
     valid = [r for r in records if _valid(r)]
     if not valid:
         raise RuntimeError(f"tuning database {db_dir} holds no valid record ({len(records)} records)")
@@ -227,12 +243,6 @@ def _shard(text: str) -> tuple[int, int]:
     if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
         raise argparse.ArgumentTypeError(f"shard must be K/N with 0 <= K < N, not {text!r}")
     return int(k), int(n)
-
-
-def _open_db(db_dir: Path):
-    from tvm.s_tir import meta_schedule as ms
-
-    return ms.database.JSONDatabase(work_dir=str(db_dir), allow_missing=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,13 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
     for variant in variants:
-        out_dir = args.out or TUNING_DIR / variant
+        out_dir = args.out or tuning_db_dir(variant, host_target(args.mcpu), TUNING_DIR)
         if args.salvage:
-            seeds = _open_db(TUNING_DIR / variant)  # records a continued run started from
-            log.info("%s: %s", variant, save_best(_open_db(args.salvage), out_dir, seeds=seeds))
+            seeds = open_database(out_dir, allow_missing=True)  # records a continued run started from
+            log.info("%s: %s", variant, save_best(open_database(args.salvage), out_dir, seeds=seeds))
         elif args.merge:
-            log.info("%s: %s", variant, save_best(_open_db(TUNING_DIR / variant), out_dir,
-                                                  others=[_open_db(d) for d in args.merge], threads=args.threads))
+            log.info("%s: %s", variant, save_best(open_database(out_dir, allow_missing=True), out_dir,
+                                                  others=[open_database(d) for d in args.merge], threads=args.threads))
         elif args.verify:
             log.info("%s: %s", variant, verify(out_dir))
         else:

@@ -23,9 +23,13 @@ log = logging.getLogger("detector")
 
 def load(ctx: ServiceContext):
     """Load the compiled model; a bad model file becomes a one-line InputError."""
-    from models.runtime import ModelFileError, load_detector
+    from models import runtime
 
     cfg = ctx.config.detector
+    if cfg.backend == "tvm":
+        runtime.tvm_runtime_only()  # no compiler library, no torch: ~100 MB RSS instead of ~450
+    from models.runtime import ModelFileError, load_detector
+
     # boxes down to tracker.low_score too: the tracker's second matching stage keeps tracks with them
     threshold = min(cfg.score_threshold, ctx.config.tracker.low_score)
     model_dir = Path(cfg.model_dir)

@@ -38,7 +38,7 @@ def test_pytorch_matches_tflite(variant):
     model = from_tflite(variant, tflite_path(variant))
     worst = [0.0, 0.0]
     for x in real_inputs(INPUT_SIZE[variant]):
-        ref_reg, ref_cls = run_litert(tflite_path(variant), x.transpose(0, 2, 3, 1))
+        ref_reg, ref_cls = run_litert(tflite_path(variant), x)
         with torch.inference_mode():
             reg, cls = model(torch.from_numpy(x))
         worst = [max(worst[0], float(np.abs(reg.numpy() - ref_reg).max())),

@@ -6,8 +6,11 @@ Layers mirror MediaPipe's graphs op for op (checked by read_convs' order and sha
   (bilinear 2x upsampling, half-pixel centres like TF) back to 48x48, one head there.
 Stride-2 convs use TF 'SAME' padding, which pads more at the bottom/right than the top/left:
 PyTorch's symmetric `padding=` cannot express it, so those layers use an explicit F.pad.
-Input: NCHW float32 RGB in [-1, 1]. Outputs like the .tflite: regressors (1, A, 16) and
-classificator logits (1, A, 1), anchors ordered row-major over each feature map.
+Input: NHWC float32 RGB in [-1, 1], like the .tflite (a compiler that converts the convs to
+NHWC then cancels the input transpose against its own). Outputs like the .tflite: regressors
+(1, A, 16) and classificator logits (1, A, 1), anchors ordered row-major over each feature map.
+The skip path's zero channels are a concat with zeros, not a pad: a pad has no layout
+inference in TVM's ConvertLayout, which then wraps it in two transposes.
 """
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 INPUT_SIZE = {"short": 128, "full": 192}
+
+
+def input_shape(variant: str) -> tuple[int, int, int, int]:
+    """NHWC input of one frame, as the .tflite takes it."""
+    return (1, INPUT_SIZE[variant], INPUT_SIZE[variant], 3)
 
 
 def _same_pad(k: int, s: int) -> tuple[int, int, int, int]:
@@ -58,7 +66,8 @@ class _Skip(nn.Module):
         if self.stride == 2:
             x = F.max_pool2d(x, 2, 2)
         if self.extra:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+            n, _, h, w = x.shape
+            x = torch.cat([x, x.new_zeros(n, self.extra, h, w)], 1)
         return x
 
 
@@ -122,7 +131,7 @@ class ShortRange(nn.Module):
         self.regressors = nn.ModuleList([_pointwise(88, 32), _pointwise(96, 96)])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f16 = self.stage16(F.relu(self.stem(x)))
+        f16 = self.stage16(F.relu(self.stem(x.permute(0, 3, 1, 2))))
         f8 = self.stage8(f16)
         cls = torch.cat([_flatten(self.classifiers[0](f16), 1), _flatten(self.classifiers[1](f8), 1)], 1)
         reg = torch.cat([_flatten(self.regressors[0](f16), 16), _flatten(self.regressors[1](f8), 16)], 1)
@@ -146,7 +155,7 @@ class FullRange(nn.Module):
         self.regressor = _pointwise(48, 16)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f48 = self.stage48(F.relu(self.stem(x)))
+        f48 = self.stage48(F.relu(self.stem(x.permute(0, 3, 1, 2))))
         f24 = self.stage24(f48)
         f12 = self.stage12(f24)
         f6 = self.stage6(f12)

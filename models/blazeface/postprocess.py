@@ -45,7 +45,7 @@ class Letterbox:
 
 
 def preprocess(frame_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """BGR uint8 frame -> (1, 3, size, size) float32 RGB in [-1, 1], letterboxed."""
+    """BGR uint8 frame -> (1, size, size, 3) float32 RGB in [-1, 1] (NHWC, as the .tflite), letterboxed."""
     h, w = frame_bgr.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -53,7 +53,8 @@ def preprocess(frame_bgr: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]
     canvas = np.zeros((size, size, 3), np.uint8)
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas[py:py + nh, px:px + nw] = cv2.resize(frame_bgr, (nw, nh), interpolation=interp)
-    blob = cv2.dnn.blobFromImage(canvas, 1 / 127.5, mean=(127.5, 127.5, 127.5), swapRB=True)
+    blob = np.subtract(canvas[None, :, :, ::-1], np.float32(127.5), dtype=np.float32)
+    blob *= np.float32(1 / 127.5)
     return blob, Letterbox(scale, px, py)
 
 

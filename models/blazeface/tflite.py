@@ -59,13 +59,23 @@ def read_convs(path: Path) -> list[ConvWeights]:
     return convs
 
 
-def run_litert(path: Path, x_nhwc: np.ndarray, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Reference outputs (regressors, classificators) of the .tflite for one NHWC float input."""
+def litert_infer(path: Path, num_threads: int = 1):
+    """MediaPipe's own runtime on the .tflite (LiteRT, XNNPACK delegate): NHWC input -> outputs."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path), num_threads=num_threads)
     interp.allocate_tensors()
-    interp.set_tensor(interp.get_input_details()[0]["index"], np.ascontiguousarray(x_nhwc, np.float32))
-    interp.invoke()
-    outs = {o["shape"][-1]: interp.get_tensor(o["index"]) for o in interp.get_output_details()}
-    return outs[16], outs[1]
+    index = interp.get_input_details()[0]["index"]
+    outs = {o["shape"][-1]: o["index"] for o in interp.get_output_details()}
+
+    def infer(x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        interp.set_tensor(index, np.ascontiguousarray(x_nhwc, np.float32))
+        interp.invoke()
+        return interp.get_tensor(outs[16]), interp.get_tensor(outs[1])
+
+    return infer
+
+
+def run_litert(path: Path, x_nhwc: np.ndarray, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Reference outputs (regressors, classificators) of the .tflite for one NHWC float input."""
+    return litert_infer(path, num_threads)(x_nhwc)
