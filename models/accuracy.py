@@ -1,6 +1,7 @@
 """`facetrack eval-detector`: detection accuracy on every sequence of the test data.
 
-For each sequence and backend: precision and recall at IoU >= 0.5 against the gt boxes,
+For each sequence and backend: precision and recall at IoU >= 0.5 against the gt boxes
+(recall also by face width: < 20, 20-50, > 50 px),
 the same under a "centre inside the gt box" rule, and the distribution of each gt box's
 best IoU. The OTB gt boxes cover the whole head while BlazeFace boxes the face, so a
 perfect detection scores IoU ~0.5 there: read the centre rule for OTB, IoU for WIDER.
@@ -22,7 +23,8 @@ from .dataset import DATA_DIR, Sample, datasets
 from .runtime import Detections, load_detector
 
 log = logging.getLogger("facetrack.models.accuracy")
-SMALL_FACE_PX = 20  # WIDER: recall is also given for faces at least this wide
+# Recall is also given by face width (gt box, pixels): small faces are what a wall camera sees.
+SIZE_BUCKETS = {"lt20px": (0, 20), "20to50px": (20, 50), "gt50px": (50, float("inf"))}
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,8 +55,9 @@ def greedy_matches(score: np.ndarray, threshold: float) -> int:
     return n
 
 
-def evaluate(samples: list[Sample], results: list[Detections], min_face: float = 0) -> dict:
-    n_det = n_gt = n_gt_big = m_iou = m_centre = m_big = 0
+def evaluate(samples: list[Sample], results: list[Detections]) -> dict:
+    n_det = n_gt = m_iou = m_centre = 0
+    by_size = {name: [0, 0] for name in SIZE_BUCKETS}  # matched, gt
     best_iou = []
     for (_, gts), det in zip(samples, results):
         order = np.argsort(-det.scores)
@@ -65,10 +68,11 @@ def evaluate(samples: list[Sample], results: list[Detections], min_face: float =
         m_iou += greedy_matches(iou, 0.5)
         m_centre += greedy_matches(centre_inside(boxes, gts) * (0.5 + iou), 0.5)
         best_iou += list(iou.max(0)) if len(boxes) else [0.0] * len(gts)
-        if min_face:
-            big = (gts[:, 2] - gts[:, 0]) >= min_face
-            n_gt_big += int(big.sum())
-            m_big += greedy_matches(iou[:, big], 0.5)
+        widths = gts[:, 2] - gts[:, 0]
+        for name, (lo, hi) in SIZE_BUCKETS.items():
+            inside = (widths >= lo) & (widths < hi)
+            by_size[name][0] += greedy_matches(iou[:, inside], 0.5) if inside.any() else 0
+            by_size[name][1] += int(inside.sum())
     best = np.asarray(best_iou)
     out = {
         "frames": len(samples), "gt": n_gt, "detections": n_det,
@@ -78,8 +82,7 @@ def evaluate(samples: list[Sample], results: list[Detections], min_face: float =
                      (("p10", 10), ("p25", 25), ("p50", 50), ("p75", 75), ("p90", 90))} | {
                      "mean": round(float(best.mean()), 3)},
     }
-    if min_face:
-        out[f"iou50_recall_faces_ge{int(min_face)}px"] = _ratio(m_big, n_gt_big)
+    out["iou50_recall_by_width"] = {name: {"recall": _ratio(m, n), "gt": n} for name, (m, n) in by_size.items()}
     return out
 
 
@@ -121,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, samples in datasets(args.data_dir).items():
         samples = samples if name.startswith("widerface") else samples[::args.every]
         found = {b: run(d, samples) for b, d in detectors.items()}
-        min_face = SMALL_FACE_PX if name.startswith("widerface") else 0
-        entry = {b: evaluate(samples, r, min_face) for b, r in found.items()}
+        entry = {b: evaluate(samples, r) for b, r in found.items()}
         if len(backends) >= 2:
             entry["agreement_" + "_vs_".join(backends[:2])] = agreement(found[backends[0]], found[backends[1]])
         report["sequences"][name] = entry

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import ROOT
 from models.dataset import DATA_DIR, read_mot
 from models.facerec.weights import fetch, package_dir
 from models.ssd_mobilenet.net import from_manifest
 from models.ssd_mobilenet.postprocess import anchors, decode, feature_sizes, hard_nms, to_input_pixels
-from test_identity_model import JS_DIR
 
 pytestmark = pytest.mark.usefixtures("data_dir")
+JS_DIR = ROOT / "models" / "facerec" / "js"  # face-api's own JavaScript and TensorFlow.js (make js)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_anchor_generator_reproduces_the_shipped_anchors(ssd):
 def test_network_outputs_one_row_per_anchor(ssd, size):
     net, _ = ssd
     with torch.no_grad():
-        boxes, logits = net(torch.zeros(1, 3, size, size))
+        boxes, logits = net(torch.zeros(1, size, size, 3))
     assert boxes.shape == (1, len(anchors(size)), 4) and logits.shape == (1, len(anchors(size)), 3)
 
 
@@ -58,7 +59,7 @@ def test_matches_face_apis_javascript_on_a_real_frame(ssd, tmp_path):
     assert result["backend"] == "cpu"
     js_boxes, js_scores = (np.asarray(result["outputs"][0][k], np.float32) for k in ("boxes", "scores"))
 
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = torch.from_numpy(rgb)[None].float() / 127.5 - 1
     with torch.no_grad():
         encodings, logits = net(x)
     boxes, scores = decode(encodings.numpy(), logits.numpy(), shipped)

@@ -2,7 +2,8 @@
 
 Op for op what face-api's SsdMobilenetv1.ts does (src/ssdMobilenetv1/), a TensorFlow Object
 Detection API SSD trained on WIDER FACE:
-- input RGB scaled to [-1, 1] (x / 127.5 - 1), square, 512 in face-api (any multiple of 32 here);
+- input NHWC RGB scaled to [-1, 1] (x / 127.5 - 1), as BlazeFace's, square, 512 in face-api
+  (any multiple of 32 here);
 - MobileNet-v1: a 3x3 stride-2 conv, then 13 pairs of (3x3 depthwise conv + batch norm, 1x1
   conv), every conv followed by ReLU6; the pointwise convs' batch norm is already folded into a
   bias (`convolution_bn_offset`); the depthwise batch norm (eps 1e-3) is folded here;
@@ -77,7 +78,7 @@ class SsdMobilenetV1(nn.Module):
                                  for c, a in zip(sources, ANCHORS_PER_CELL))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv0(x)
+        x = self.conv0(x.permute(0, 3, 1, 2))
         for i, layer in enumerate(self.pairs):
             x = layer(x)
             if i == 21:  # the pointwise conv of pair 11
