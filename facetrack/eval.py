@@ -111,7 +111,8 @@ def tracker_config(base: TrackerConfig, kind: str, interval: str) -> TrackerConf
 def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: TrackerConfig, fps: float,
                  latency_ms: float, min_score: float = 0.0) -> RunResult:
     """The manager over one sequence, fed as live: the detector starts when the manager's
-    interval says so and the detector is free; its result arrives `latency_ms` later."""
+    interval says so and the detector is free; its result arrives `latency_ms` later, and
+    the manager is told each call cost that (live: each call's reported latency)."""
     manager = TrackManager(cfg, fps=fps)
     clock = DetectorClock(latency_ms, fps)
     rows, calls, det_s, trk_s, last = [], 0, 0.0, 0.0, None
@@ -120,7 +121,7 @@ def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: Tracker
             clock.start(frame_id)
             calls, last = calls + 1, frame_id
             det_s += float(cache.cpu_s[frame_id - 1])
-            manager.detector_cost(1000 * float(cache.wall_s[frame_id - 1]))
+            manager.detector_cost(latency_ms)  # what the clock says a call takes, as live says each one
         arrived = clock.arrived(frame_id)
         t0 = time.process_time()
         tracks = manager.step(frame_id, image, cache.at(arrived[-1], min_score) if arrived else None)
