@@ -80,7 +80,6 @@ class TrackerConfig:
     interval_max: int = 10
     history: int = 64
     rematch_dist: float = 1.5
-    start_score: float = 0.5
     low_score: float = 0.3
     threads: int = 1
 
@@ -196,7 +195,7 @@ _NON_NEGATIVE = {"capture.width", "capture.height", "capture.fps", "tracker.max_
                  "capture.lores_width", "capture.lores_height", "sink.http_port", "identity.min_eye_px",
                  "monitor.release_heap_s"}
 _UNIT_INTERVAL = {"detector.score_threshold", "detector.nms_iou", "tracker.match_iou", "tracker.drift_iou",
-                  "tracker.start_score", "tracker.low_score",
+                  "tracker.low_score",
                    "identity.match_iou"}
 # Watchdog (services/watchdog.py) and the privacy view.
 _POSITIVE |= {"detector.deadline_s", "watchdog.silent_periods", "watchdog.backoff_s", "watchdog.backoff_max_s"}

@@ -110,10 +110,11 @@ def tracker_config(base: TrackerConfig, kind: str, interval: str) -> TrackerConf
 
 
 def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: TrackerConfig, fps: float,
-                 latency_ms: float, min_score: float = 0.0) -> RunResult:
+                 latency_ms: float, min_score: float = 0.0, start_score: float = 0.5) -> RunResult:
     """The manager over one sequence, fed as live: the detector starts when the manager's
-    interval says so and the detector is free; its result arrives `latency_ms` later."""
-    manager = TrackManager(cfg, fps=fps)
+    interval says so and the detector is free; its result arrives `latency_ms` later, and
+    the manager is told each call cost that (live: each call's reported latency)."""
+    manager = TrackManager(cfg, fps=fps, start_score=start_score)
     clock = DetectorClock(latency_ms, fps)
     rows, calls, det_s, trk_s, last = [], 0, 0.0, 0.0, None
     for frame_id, image in enumerate(images, start=1):
@@ -121,7 +122,7 @@ def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: Tracker
             clock.start(frame_id)
             calls, last = calls + 1, frame_id
             det_s += float(cache.cpu_s[frame_id - 1])
-            manager.detector_cost(1000 * float(cache.wall_s[frame_id - 1]))
+            manager.detector_cost(latency_ms)  # what the clock says a call takes, as live says each one
         arrived = clock.arrived(frame_id)
         t0 = time.process_time()
         tracks = manager.step(frame_id, image, cache.at(arrived[-1], min_score) if arrived else None)
@@ -318,11 +319,11 @@ def main(argv: list[str]) -> int:
                      latency_ms, seq.name, math.ceil(latency_ms * seq.fps / 1000 - 1e-9), seq.fps)
         for name, tcfg in settings.items():
             if tcfg is None:
-                rows, calls, det_s, trk_s = run_bytetrack(cache, len(images), seq.fps, latency_ms, cfg.tracker.start_score,
+                rows, calls, det_s, trk_s = run_bytetrack(cache, len(images), seq.fps, latency_ms, threshold,
                                                           cfg.tracker.low_score)
                 result = RunResult(rows, len(images), calls, det_s, trk_s, {})
             else:
-                result = run_sequence(images, cache, tcfg, seq.fps, latency_ms, cfg.tracker.low_score)
+                result = run_sequence(images, cache, tcfg, seq.fps, latency_ms, cfg.tracker.low_score, threshold)
             results[name][seq.name] = result
             log.info("%s %s: %d detector calls, %d rows", seq.name, name, result.detector_calls, len(result.rows))
         del images

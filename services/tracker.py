@@ -29,7 +29,8 @@ def to_frame_detections(msg: Detections) -> FrameDetections:
 
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0)  # seconds to frames at the camera's rate
+    manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0,  # seconds to frames at the camera's rate
+                           start_score=cfg.detector.score_threshold)
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)

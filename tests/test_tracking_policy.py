@@ -35,7 +35,7 @@ def test_a_missed_face_is_followed_by_its_predicted_box_and_keeps_its_id(faces, 
 
 
 def test_low_score_detections_keep_tracks_but_start_none(faces, background):
-    manager = TrackManager(config(kind="none", interval_min=1, interval_max=1, start_score=0.5, low_score=0.3))
+    manager = TrackManager(config(kind="none", interval_min=1, interval_max=1, low_score=0.3), start_score=0.5)
     frames = [(fid, render(background, faces, [("A", fid, 80, 100), ("B", fid, 260, 100)])) for fid in range(20)]
     for fid, (image, boxes, _) in frames:
         a_score = 0.9 if fid < 5 else 0.35  # A half hidden after frame 5: the detector is unsure

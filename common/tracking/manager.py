@@ -14,7 +14,8 @@ A new face has no motion of its own yet: it starts at its detection box as is, a
 A detection that a track in flight has already absorbed must not correct it twice, so a
 correction is applied to the track's history from frame k on as well.
 
-Association, ByteTrack's two stages: detections scoring at least `start_score` are matched
+Association, ByteTrack's two stages: detections scoring at least `start_score` (the
+detector's own `score_threshold`: what it calls a face) are matched
 first, by IoU + Hungarian at `match_iou`, then by centre distance for published tracks and
 detections IoU left unpaired (a face that turned, a tracker that drifted or froze); its gate
 (`rematch_dist` face sizes, so it scales with the face) widens by REMATCH_GROWTH per second
@@ -159,12 +160,13 @@ class TrackManager:
     Call `step()` once per frame, in frame order, with the detections that arrived since the
     last call (or None); `detector_cost(ms)` with each detection's measured latency. Ask
     `detect_interval` how often the detector should run. `fps` turns the config's seconds
-    into frames.
+    into frames; detections scoring `start_score` (the detector's `score_threshold`) or more
+    start tracks, lower ones (down to `cfg.low_score`) only keep them.
     """
 
-    def __init__(self, cfg: TrackerConfig, fps: float = 30.0):
+    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
-        self.cfg, self.fps = cfg, fps
+        self.cfg, self.fps, self.start_score = cfg, fps, start_score
         self.max_lost = int(round(cfg.max_lost_s * fps))
         self.costs = CostSchedule()
         self._next_id = 1
@@ -266,8 +268,8 @@ class TrackManager:
         self.counters["late_frames"] += frame_id - k
         boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
-        high = np.flatnonzero(scores >= self.cfg.start_score)
-        low = np.flatnonzero((scores < self.cfg.start_score) & (scores >= self.cfg.low_score))
+        high = np.flatnonzero(scores >= self.start_score)
+        low = np.flatnonzero((scores < self.start_score) & (scores >= self.cfg.low_score))
         then = [tr.box_at(k) for tr in self._tracks]
         then_arr = np.array(then).reshape(-1, 4)
         matches, lone_tracks, new_dets = associate(then_arr, boxes[high], self.cfg.match_iou)
@@ -365,7 +367,7 @@ class TrackManager:
             tr.motion.update(tr.box)
             tr.state = CONFIRMED if tr.state == LOST else tr.state
             tr.tracker = None  # a bridge ends where the detector sees the face again
-            if bridging and score >= self.cfg.start_score:
+            if bridging and score >= self.start_score:
                 tr.remember(image)
             return False
         recovering = tr.tracker is None
