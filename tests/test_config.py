@@ -1,12 +1,15 @@
 """Config: defaults load, and every kind of mistake stops with one line naming the key."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from common.config import DEFAULT_CONFIG, ROOT, ConfigError, load_config
+from common.config import (DEFAULT_CONFIG, DETECTOR_BACKENDS, IDENTITY_BACKENDS, ROOT, SECTIONS, TRACKER_KINDS, Config,
+                           ConfigError, load_config)
 
 
 def test_default_config_loads_and_expands_run_dir():
@@ -24,13 +27,19 @@ def test_overrides_apply_and_are_typed():
 @pytest.mark.parametrize("text, match", [
     ("tracker:\n  knd: kcf\n", "'tracker.knd': unknown key"),
     ("trackr:\n  kind: kcf\n", "'trackr': unknown section"),
-    ("tracker:\n  kind: boosting\n", "'tracker.kind': 'boosting' is not one of"),
-    ("detector:\n  every_n: 0\n", "'detector.every_n': must be > 0"),
-    ("detector:\n  every_n: three\n", "'detector.every_n': expected an integer"),
-    ("detector:\n  score_threshold: 1.5\n", "'detector.score_threshold': must be between 0 and 1"),
-    ("tracker:\n  adaptive: sometimes\n", "'tracker.adaptive': expected true/false"),
-    ("tracker:\n  interval_min: 5\n  interval_max: 2\n", "'tracker.interval_min': must not exceed"),
+    ("tracker:\n  kind: boosting\n", "'tracker.kind': Input should be 'kcf', 'csrt', 'mosse' or 'none', got 'boosting'"),
+    ("detector:\n  every_n: 0\n", "'detector.every_n': Input should be greater than 0, got 0"),
+    ("detector:\n  every_n: three\n", "'detector.every_n': Input should be a valid integer, got 'three'"),
+    ("detector:\n  every_n: 2.5\n", "'detector.every_n': Input should be a valid integer"),
+    ("detector:\n  score_threshold: 1.5\n", "'detector.score_threshold': Input should be less than or equal to 1"),
+    ("tracker:\n  adaptive: sometimes\n", "'tracker.adaptive': Input should be a valid boolean"),
+    ("tracker:\n  adaptive: 1\n", "'tracker.adaptive': Input should be a valid boolean, got 1"),
+    ("tracker:\n  interval_min: 5\n  interval_max: 2\n", "'tracker': interval_min \\(5\\) must not exceed interval_max"),
     ("capture: [1, 2]\n", "'capture': expected a mapping"),
+    ("sink:\n  jpeg_quality: 500\n", "'sink.jpeg_quality': Input should be less than or equal to 100, got 500"),
+    ("mqtt:\n  port: 70000\n", "'mqtt.port': Input should be less than or equal to 65535"),
+    ("detector:\n  remote: udp://board:5560\n", "'detector.remote': String should match pattern"),
+    ("detector:\n  deadline_s: 1.0\n", "config: detector.deadline_s must exceed 2 x monitor.interval_s"),
     ("stack: {id: demo\n", "not valid YAML"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, match):
@@ -39,6 +48,37 @@ def test_bad_config_names_the_key(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as err:
         load_config(path)
     assert "\n" not in str(err.value)
+
+
+def test_the_yaml_lists_every_key_with_the_types_default():
+    """One place for each default (the types); the YAML documents every key with the same value."""
+    documented = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    defaults = Config()
+    for section, cls in SECTIONS.items():
+        keys = [f.name for f in dataclasses.fields(cls)]
+        assert sorted(documented[section]) == sorted(keys), f"{section}: YAML and type list different keys"
+        for key in keys:
+            assert documented[section][key] == getattr(getattr(defaults, section), key), f"{section}.{key}"
+    assert sorted(documented) == sorted(SECTIONS)
+
+
+def test_allowed_names_are_the_ones_the_code_implements():
+    from common.tracking import KINDS
+    from models.facerec.runtime import BACKENDS as IDENTITY
+    from models.runtime import BACKENDS as DETECTOR
+
+    assert (TRACKER_KINDS, DETECTOR_BACKENDS, IDENTITY_BACKENDS) == (KINDS, DETECTOR, IDENTITY)
+    cfg = load_config(DEFAULT_CONFIG, ["detector.backend=onnxruntime"])  # the README's fastest
+    assert cfg.detector.backend == "onnxruntime"
+
+
+def test_a_sink_kind_the_registry_lacks_stops_the_sink_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "services.sink", "--set", "sink.kind=hologram"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "'sink.kind'" in errors[0] and "hologram" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_missing_file():
