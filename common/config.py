@@ -1,8 +1,9 @@
 """Typed configuration of one stack, loaded from `configs/*.yaml` and validated at start.
 
-Every section is a frozen pydantic dataclass: a field's type, range and default are declared
-once, on the field (`Field(ge=..., le=...)`), and pydantic checks them (strict: no "3" for 3,
-no 1 for true; unknown keys refused). Every service calls `load_config()` first: a mistake
+Every section is a frozen msgspec Struct: a field's type, range and default are declared
+once, on the field (`Meta(ge=..., le=...)`), and msgspec checks them (strict: no "3" for 3,
+no 1 for true; unknown keys refused). msgspec rather than pydantic: it costs a process about
+3 MB where pydantic costs 14, and a board runs eight processes. Every service calls `load_config()` first: a mistake
 raises `ConfigError` with one line naming the key, so a typo stops the service at start
 instead of being silently ignored. `configs/default.yaml` lists every key with the same
 value as here and says what it does (tests/test_config.py proves they agree).
@@ -14,15 +15,14 @@ Sink kinds are checked by the sink process against its registry (services/sinks/
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
+import msgspec
 import yaml
-from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
-from pydantic.dataclasses import dataclass
+from msgspec import Meta
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
@@ -31,77 +31,67 @@ TRACKER_KINDS = ("kcf", "csrt", "mosse", "none")
 DETECTOR_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
 IDENTITY_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
 
-_SECTION = ConfigDict(extra="forbid")
-# Strict scalars: YAML's `3` is no float-free string, `yes` no integer, `1` no boolean.
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
-Positive = Annotated[int, Strict(), Field(gt=0)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegative = Annotated[int, Strict(), Field(ge=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
-Port = Annotated[int, Strict(), Field(ge=0, le=65535, description="TCP port; 0 = any free one where the service allows it")]
-JpegQuality = Annotated[int, Strict(), Field(ge=1, le=100)]
+Positive = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[int, Meta(ge=0)]
+NonNegativeFloat = Annotated[float, Meta(ge=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Port = Annotated[int, Meta(ge=0, le=65535, description="TCP port; 0 = any free one where the service allows it")]
+JpegQuality = Annotated[int, Meta(ge=1, le=100)]
 
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line that names the key."""
 
 
-@dataclass(frozen=True, config=_SECTION)
-class StackConfig:
-    id: Str = "demo"
-    run_dir: Str = "run"
+class StackConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str = "demo"
+    run_dir: str = "run"
 
 
-@dataclass(frozen=True, config=_SECTION)
-class BusConfig:
-    publish: Str = "ipc://{run_dir}/bus-pub.sock"
-    subscribe: Str = "ipc://{run_dir}/bus-sub.sock"
+class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    publish: str = "ipc://{run_dir}/bus-pub.sock"
+    subscribe: str = "ipc://{run_dir}/bus-sub.sock"
     hwm: Positive = 50
 
 
-@dataclass(frozen=True, config=_SECTION)
-class RingConfig:
+class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     slots: Positive = 16
-    shm_dir: Str = "/dev/shm"
+    shm_dir: str = "/dev/shm"
 
 
-@dataclass(frozen=True, config=_SECTION)
-class CaptureConfig:
-    source: Str = "demo://"
+class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    source: str = "demo://"
     width: NonNegative = 640
     height: NonNegative = 480
     fps: NonNegativeFloat = 0.0
-    loop: Bool = True
+    loop: bool = True
     lores_width: NonNegative = 320
     lores_height: NonNegative = 240
     threads: Positive = 1
 
 
-@dataclass(frozen=True, config=_SECTION)
-class DetectorConfig:
+class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     variant: Literal["full", "short"] = "full"
     backend: Literal[DETECTOR_BACKENDS] = "tvm"
-    model_dir: Str = "models/build"
+    model_dir: str = "models/build"
     every_n: Positive = 3
     score_threshold: Fraction = 0.5
     nms_iou: Fraction = 0.3
     threads: Positive = 1
     deadline_s: PositiveFloat = 5.0
-    remote: Annotated[str, Strict(), Field(pattern=r"^(|tcp://.+)$", description='"" or tcp://HOST:PORT')] = ""
+    remote: Annotated[str, Meta(pattern=r"^(|tcp://.+)$", description='"" or tcp://HOST:PORT')] = ""
     remote_jpeg_quality: JpegQuality = 85
     remote_max_side: NonNegative = 0
 
 
-@dataclass(frozen=True, config=_SECTION)
-class TrackerConfig:
+class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kind: Literal[TRACKER_KINDS] = "kcf"
     match_iou: Fraction = 0.3
     min_hits: Positive = 2
     max_lost_s: NonNegativeFloat = 3.0
     drift_iou: Fraction = 0.5
-    adaptive: Bool = True
+    adaptive: bool = True
     interval_min: Positive = 1
     interval_max: Positive = 10
     history: Positive = 64
@@ -110,55 +100,49 @@ class TrackerConfig:
     low_score: Fraction = 0.3
     threads: Positive = 1
 
-    @model_validator(mode="after")
-    def _interval_bounds(self):
+    def __post_init__(self):
         if self.interval_min > self.interval_max:
             raise ValueError(f"interval_min ({self.interval_min}) must not exceed interval_max ({self.interval_max})")
-        return self
 
 
-@dataclass(frozen=True, config=_SECTION)
-class IdentityConfig:
-    gallery: Str = "{run_dir}/gallery.sqlite"
+class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    gallery: str = "{run_dir}/gallery.sqlite"
     backend: Literal[IDENTITY_BACKENDS] = "onnxruntime"
-    model_dir: Str = "models/build"
+    model_dir: str = "models/build"
     threads: Positive = 1
     threshold: PositiveFloat = 0.5
     min_eye_px: NonNegativeFloat = 14.0
-    better_view: Annotated[float, Strict(), Field(ge=1)] = 1.3
+    better_view: Annotated[float, Meta(ge=1)] = 1.3
     max_embeds_per_track: Positive = 5
     match_iou: Fraction = 0.3
     republish_s: PositiveFloat = 1.0
     reload_s: PositiveFloat = 1.0
-    reid: Bool = False
+    reid: bool = False
     reid_window_s: PositiveFloat = 10.0
 
 
-@dataclass(frozen=True, config=_SECTION)
-class SinkConfig:
-    kind: Str = "live"
-    http_host: Str = "127.0.0.1"
+class SinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    kind: str = "live"
+    http_host: str = "127.0.0.1"
     http_port: Port = 8080
     jpeg_quality: JpegQuality = 80
-    record_dir: Str = "{run_dir}/records"
+    record_dir: str = "{run_dir}/records"
     privacy_port: Port = 8081
     threads: Positive = 1
 
 
-@dataclass(frozen=True, config=_SECTION)
-class MonitorConfig:
+class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_s: PositiveFloat = 1.0
     release_heap_s: NonNegativeFloat = 10.0
-    prometheus_host: Str = "127.0.0.1"
+    prometheus_host: str = "127.0.0.1"
     prometheus_port: Port = 9108
 
 
-@dataclass(frozen=True, config=_SECTION)
-class MqttConfig:
-    host: Str = "127.0.0.1"
+class MqttConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
     port: Port = 1883
-    client_id: Str = "facetrack-{stack_id}"
-    topic_prefix: Str = "facetrack"
+    client_id: str = "facetrack-{stack_id}"
+    topic_prefix: str = "facetrack"
     qos: Literal[0, 1, 2] = 1
     keepalive_s: Positive = 15
     queue_size: Positive = 1000
@@ -166,45 +150,40 @@ class MqttConfig:
     metrics_interval_s: NonNegativeFloat = 10.0
 
 
-@dataclass(frozen=True, config=_SECTION)
-class StreamConfig:
-    host: Str = "127.0.0.1"
+class StreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
     port: Port = 8554
-    path: Str = "/facetrack"
+    path: str = "/facetrack"
     fps: Positive = 30
     bitrate_kbps: Positive = 1500
-    gst_python: Str = "/usr/bin/python3"
+    gst_python: str = "/usr/bin/python3"
 
 
-@dataclass(frozen=True, config=_SECTION)
-class WatchdogConfig:
+class WatchdogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     silent_periods: Positive = 3
     backoff_s: PositiveFloat = 2.0
     backoff_max_s: PositiveFloat = 60.0
 
 
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class Config:
-    stack: StackConfig = dataclasses.field(default_factory=StackConfig)
-    bus: BusConfig = dataclasses.field(default_factory=BusConfig)
-    ring: RingConfig = dataclasses.field(default_factory=RingConfig)
-    capture: CaptureConfig = dataclasses.field(default_factory=CaptureConfig)
-    detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
-    tracker: TrackerConfig = dataclasses.field(default_factory=TrackerConfig)
-    identity: IdentityConfig = dataclasses.field(default_factory=IdentityConfig)
-    sink: SinkConfig = dataclasses.field(default_factory=SinkConfig)
-    monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
-    watchdog: WatchdogConfig = dataclasses.field(default_factory=WatchdogConfig)
-    mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
-    stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
-    source_path: Str = ""
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    stack: StackConfig = msgspec.field(default_factory=StackConfig)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    ring: RingConfig = msgspec.field(default_factory=RingConfig)
+    capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
+    detector: DetectorConfig = msgspec.field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = msgspec.field(default_factory=TrackerConfig)
+    identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
+    sink: SinkConfig = msgspec.field(default_factory=SinkConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    source_path: str = ""
 
-    @model_validator(mode="after")
-    def _deadline_after_periods(self):
+    def __post_init__(self):
         if self.detector.deadline_s <= 2 * self.monitor.interval_s:
             raise ValueError(f"detector.deadline_s must exceed 2 x monitor.interval_s ({2 * self.monitor.interval_s:g} s): "
                              "a healthy detector reports once a period")
-        return self
 
     @property
     def run_dir(self) -> Path:
@@ -215,27 +194,38 @@ class Config:
         return f"facetrack-{self.stack.id}"
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "source_path"}
-_CONFIG = TypeAdapter(Config)
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in msgspec.structs.fields(Config) if f.name != "source_path"}
 
 
-def _one_line(exc: ValidationError) -> str:
-    """The first problem pydantic found, as `config key 'section.key': what is wrong, got VALUE`."""
-    err = exc.errors(include_url=False)[0]
-    loc = [str(part) for part in err["loc"]]
-    key = ".".join(loc)
-    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        if len(loc) == 1:
+def replace(section, **changes):
+    """A copy of a config section (or Config) with some fields changed, validated like a loaded one."""
+    return msgspec.convert({**msgspec.structs.asdict(section), **changes}, type(section))
+
+
+def _one_line(exc: msgspec.ValidationError, data: dict) -> str:
+    """msgspec's message (`Expected `int` >= 1 - at `$.tracker.min_hits``) as one line naming the key and value."""
+    message, _, where = str(exc).rpartition(" - at `$")
+    if not message:
+        message, where = str(exc), ""
+    key = where.rstrip("`").lstrip(".")
+    if message.startswith("Object contains unknown field"):
+        key = ".".join(filter(None, [key, message.split("`")[1]]))
+        if "." not in key:
             return f"config key '{key}': unknown section (known: {', '.join(SECTIONS)})"
-        known = [f.name for f in dataclasses.fields(SECTIONS[loc[0]]())]
+        known = [f.name for f in msgspec.structs.fields(SECTIONS[key.split('.')[0]])]
         return f"config key '{key}': unknown key (known: {', '.join(known)})"
-    message = err["msg"].removeprefix("Value error, ")
-    if not loc:  # a check across sections names its keys itself
+    if not key:  # a check across sections names its keys itself
         return f"config: {message}"
-    if err["type"] in ("dataclass_type", "dataclass_exact_type", "dict_type"):
-        return f"config key '{key}': expected a mapping, got {err['input']!r:.80}"
-    got = "" if err["type"].startswith("value_error") else f", got {err['input']!r:.80}"
-    return f"config key '{key}': {message}{got}"
+    if message.startswith("Expected `object`"):
+        return f"config key '{key}': expected a mapping, {message.split(', ', 1)[-1]}"
+    if message.startswith("Invalid enum value"):
+        section, name = key.split(".", 1)
+        allowed = typing.get_args(typing.get_type_hints(SECTIONS[section])[name])
+        message += f" (allowed: {', '.join(map(str, allowed))})"
+    value = data
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return f"config key '{key}': {message}, got {value!r:.80}"
 
 
 def _expand(cfg: Config) -> Config:
@@ -247,11 +237,11 @@ def _expand(cfg: Config) -> Config:
     sections = {}
     for name in SECTIONS:
         section = getattr(cfg, name)
-        changes = {f.name: getattr(section, f.name).format(**subst) for f in dataclasses.fields(section)
-                   if isinstance(getattr(section, f.name), str) and "{" in getattr(section, f.name)}
-        sections[name] = dataclasses.replace(section, **changes)
-    sections["stack"] = dataclasses.replace(sections["stack"], run_dir=str(run_dir))
-    return dataclasses.replace(cfg, **sections)
+        changes = {k: v.format(**subst) for k, v in msgspec.structs.asdict(section).items()
+                   if isinstance(v, str) and "{" in v}
+        sections[name] = msgspec.structs.replace(section, **changes)
+    sections["stack"] = msgspec.structs.replace(sections["stack"], run_dir=str(run_dir))
+    return msgspec.structs.replace(cfg, **sections)
 
 
 def _apply_overrides(data: dict, overrides: typing.Iterable[str]) -> None:
@@ -288,7 +278,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterabl
     _apply_overrides(data, [*env_overrides, *overrides])
     data = {name: {} if raw is None else raw for name, raw in data.items()}
     try:
-        cfg = _CONFIG.validate_python({**data, "source_path": str(path)})
-    except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        cfg = msgspec.convert({**data, "source_path": str(path)}, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_one_line(exc, data)) from None
     return _expand(cfg)

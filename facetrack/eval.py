@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -39,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.config import ROOT, Config, TrackerConfig, load_config
+from common.config import ROOT, Config, TrackerConfig, load_config, replace
 from common.threads import limit_threads
 from common.tracking import TrackManager
 from models.dataset import DATA_DIR, mot_sequences
@@ -104,9 +103,9 @@ def face_to_head(box: np.ndarray) -> np.ndarray:
 def tracker_config(base: TrackerConfig, kind: str, interval: str) -> TrackerConfig:
     """`interval` is a fixed N or "adaptive" (between the config's bounds)."""
     if interval == "adaptive":
-        return dataclasses.replace(base, kind=kind, adaptive=True)
+        return replace(base, kind=kind, adaptive=True)
     n = int(interval)
-    return dataclasses.replace(base, kind=kind, adaptive=False, interval_min=n, interval_max=n)
+    return replace(base, kind=kind, adaptive=False, interval_min=n, interval_max=n)
 
 
 def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: TrackerConfig, fps: float,

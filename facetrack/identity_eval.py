@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from common.config import Config, IdentityConfig, load_config
+from common.config import Config, IdentityConfig, load_config, replace
 from common.gallery import UNKNOWN, Snapshot
 from common.identities import IdentityBook
 from common.messages import Detections, Track, Tracks
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"threshold": cfg.identity.threshold, "reid_window_s": cfg.identity.reid_window_s}
     for gname, gallery in galleries.items():
         for reid in (False, True):
-            icfg = dataclasses.replace(cfg.identity, reid=reid)
+            icfg = replace(cfg.identity, reid=reid)
             result[f"{gname}/reid={'on' if reid else 'off'}"] = replay(clips, gallery, icfg, embed)
     print(json.dumps(result))
     return 0

@@ -1,11 +1,10 @@
 """IdentityBook: which detections get embedded, for which track, and what is published."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
-from common.config import IdentityConfig
+from common.config import IdentityConfig, replace
 from common.gallery import Snapshot
 from common.identities import IdentityBook
 from common.messages import Detections, Track, Tracks
@@ -111,7 +110,7 @@ def _embed_new_track(book, frame, track_id, descriptor, gallery, t):
 
 
 def test_reidentification_continues_an_ended_track_within_the_window():
-    book = IdentityBook(dataclasses.replace(CFG, reid=True, reid_window_s=10.0), history=64)
+    book = IdentityBook(replace(CFG, reid=True, reid_window_s=10.0), history=64)
     u = np.ones(128, np.float32) / np.sqrt(128)
     assert _embed_new_track(book, 1, 1, ALICE + 0.3 * u, GALLERY, t=0.0).name == "alice"
     book.on_tracks(tracks(2, t=1.0))  # track 1 ends
@@ -125,7 +124,7 @@ def test_reidentification_continues_an_ended_track_within_the_window():
 
 
 def test_reidentification_forgets_after_the_window_and_is_off_by_default():
-    book = IdentityBook(dataclasses.replace(CFG, reid=True, reid_window_s=10.0), history=64)
+    book = IdentityBook(replace(CFG, reid=True, reid_window_s=10.0), history=64)
     _embed_new_track(book, 1, 1, ALICE, GALLERY, t=0.0)
     book.on_tracks(tracks(2, t=1.0))
     book.on_tracks(tracks(3, t=12.0))

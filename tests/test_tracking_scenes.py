@@ -7,13 +7,12 @@ are those rectangles: these tests check the tracker logic, not the detector.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import cv2
 import numpy as np
 import pytest
 
-from common.config import TrackerConfig
+from common.config import TrackerConfig, replace
 from common.tracking import FrameDetections, TrackManager, iou_matrix
 from models.dataset import DATA_DIR
 
@@ -72,7 +71,7 @@ def detections(frame_id, boxes, visible, min_visible=0.5) -> FrameDetections:
 def config(**changes) -> TrackerConfig:
     base = TrackerConfig(kind="kcf", match_iou=0.3, min_hits=2, max_lost_s=20 / 30, drift_iou=0.5,
                          adaptive=False, interval_min=3, interval_max=3, history=64)
-    return dataclasses.replace(base, **changes)
+    return replace(base, **changes)
 
 
 def track_on(tracks, box, min_iou=0.5):

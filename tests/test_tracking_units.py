@@ -2,7 +2,6 @@
 factory and TrackManager bookkeeping (probation, late/stale/future detections, failure)."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import cv2
@@ -11,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.config import TrackerConfig
+from common.config import TrackerConfig, replace
 from common.tracking import (KINDS, FrameDetections, TrackManager, associate, box_iou, carry_forward,
                              create_tracker, iou_matrix)
 from common.tracking.interval import DetectInterval
@@ -94,7 +93,7 @@ def test_tracker_factory_follows_a_shifted_real_face(kind):
 
 
 def _cfg(**changes):
-    return dataclasses.replace(TrackerConfig(kind="kcf", min_hits=2, max_lost_s=10 / 30, adaptive=False,
+    return replace(TrackerConfig(kind="kcf", min_hits=2, max_lost_s=10 / 30, adaptive=False,
                                              interval_min=1, interval_max=1), **changes)
 
 
