@@ -1,19 +1,22 @@
-"""Every message on the bus, defined once: typed dataclasses, msgpack on the wire.
+"""Every message on the bus, defined once: typed msgspec Structs, plain msgpack on the wire.
 
 A message travels as two ZMQ frames: the topic (ASCII) and one msgpack map with a version
-field `v`. `decode()` checks the topic, the version and every field's type, so a malformed
-or foreign message raises `MessageError` (one line) instead of crashing a service later.
+field `v`. `decode()` checks the topic, the version, every field's type and the shapes a
+receiver relies on (msgspec validates while it decodes), so a malformed or foreign message
+raises `MessageError` (one line) instead of crashing a service later. Nothing about the wire
+is msgspec's own: a map of plain values that any msgpack library reads and writes
+(examples/minimal_sink.py does, with the `msgpack` package).
 Pixels never travel here: a `Frame` names a slot and sequence number of the shared-memory
 ring (common/frame_ring.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
-import msgpack
+import msgspec
+from msgspec import Meta
 
 VERSION = 1
 
@@ -22,8 +25,7 @@ class MessageError(ValueError):
     """A message that cannot be used: malformed, wrong version or wrong fields."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A new frame in the ring: published by capture for every frame.
 
     `ring_id` names the ring instance (a restarted capture makes a new one), `source_pos` is
@@ -32,19 +34,21 @@ class Frame:
     TOPIC: typing.ClassVar[bytes] = b"frame"
     stack: str
     frame_id: int
-    slot: int
+    slot: Annotated[int, Meta(ge=0)]
     seq: int
     ring_id: int
     t_capture: float
-    width: int
-    height: int
+    width: Annotated[int, Meta(gt=0)]
+    height: Annotated[int, Meta(gt=0)]
     source_pos: int
     fmt: str = "bgr24"
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
 
-@dataclass(frozen=True, slots=True)
-class Detections:
+
+class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Faces found on frame `frame_id` (which may be several frames old when it arrives).
 
     boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are 6 (x, y) per face.
@@ -59,31 +63,44 @@ class Detections:
     keypoints: list[list[list[float]]]
     v: int = VERSION
 
+    def __post_init__(self):
+        """Shapes the types alone do not say: a receiver indexes these without more checks."""
+        _versioned(self)
+        for box in self.boxes:
+            _finite_box(box)
+        if len(self.scores) != len(self.boxes):
+            raise ValueError(f"{len(self.scores)} scores for {len(self.boxes)} boxes")
+        if len(self.keypoints) and len(self.keypoints) != len(self.boxes):
+            raise ValueError(f"{len(self.keypoints)} keypoint sets for {len(self.boxes)} boxes")
 
-@dataclass(frozen=True, slots=True)
-class Track:
+
+class Track(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: int
     box: list[float]
     score: float
-    state: str  # "confirmed" | "lost"
+    state: Literal["confirmed", "lost"]
     age: int = 0
 
+    def __post_init__(self):
+        _finite_box(self.box)
 
-@dataclass(frozen=True, slots=True)
-class Tracks:
+
+class Tracks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The published tracks of one frame; `detect_every` is the tracker's wish for the detector."""
     TOPIC: typing.ClassVar[bytes] = b"tracks"
     frame_id: int
     t_capture: float
     t_tracked: float
     tracks: list[Track]
-    detect_every: int = 1
+    detect_every: Annotated[int, Meta(ge=1)] = 1
     detected: bool = False
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+
+class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Who is on track `track_id`, from an embedding of its face on frame `frame_id`.
 
     Published when a track is first embedded, when a better view changes the answer, when the
@@ -102,16 +119,17 @@ class Identity:
     same_as: int = -1
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
 
-@dataclass(frozen=True, slots=True)
-class Latency:
+
+class Latency(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Per-frame latency between two points of the pipeline over the stage's window (ms)."""
     p50_ms: float
     p99_ms: float
 
 
-@dataclass(frozen=True, slots=True)
-class Metrics:
+class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One service's health, once per monitor period.
 
     `latency_ms` maps a path between two pipeline points (e.g. `capture_to_tracked`, from
@@ -131,13 +149,15 @@ class Metrics:
     errors: int
     cpu_percent: float
     rss_bytes: int
-    extra: dict[str, float] = field(default_factory=dict)
-    latency_ms: dict[str, Latency] = field(default_factory=dict)
+    extra: dict[str, float] = msgspec.field(default_factory=dict)
+    latency_ms: dict[str, Latency] = msgspec.field(default_factory=dict)
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
 
-@dataclass(frozen=True, slots=True)
-class FrameRequest:
+
+class FrameRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A remote detector is free: the next frame it should work on, please.
 
     Sent by services/remote_detector.py to the board's frame forwarder (services/frame_forwarder.py)
@@ -148,9 +168,11 @@ class FrameRequest:
     t: float
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
 
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
+
+class EncodedFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A frame's pixels as JPEG, for a detector on another host: the only way pixels leave a board.
 
     Sent by the frame forwarder over its tcp channel only when `detector.remote` is set; the local
@@ -165,126 +187,58 @@ class EncodedFrame:
     jpeg: bytes
     v: int = VERSION
 
+    def __post_init__(self):
+        _versioned(self)
+
+
+
+def _versioned(msg) -> None:
+    if msg.v != VERSION:
+        raise ValueError(f"version {msg.v!r} not supported (expected {VERSION})")
+
+
+def _finite_box(box) -> None:
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ValueError(f"a box is 4 finite numbers [x1, y1, x2, y2], got {list(box)!r:.80}")
+
 
 MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
                                                           FrameRequest, EncodedFrame)}
-
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "bytes": (bytes,)}
+_DECODERS = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
 
 
 def _plain(value):
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
+    """What msgspec cannot encode itself: numpy arrays and scalars become lists and numbers."""
+    if hasattr(value, "tolist"):
         return value.tolist()
-    return value
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_plain)
 
 
 def encode(msg) -> list[bytes]:
     """Two ZMQ frames: topic, msgpack body."""
-    return [msg.TOPIC, msgpack.packb(_plain(msg), use_bin_type=True)]
-
-
-def _is_number_tree(value, depth: int) -> bool:
-    if depth == 0:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, list) and all(_is_number_tree(v, depth - 1) for v in value)
-
-
-def _check(cls, name: str, annotation: str, value):
-    """Validate one field against its annotation string; return the value to store."""
-    where = f"{cls.__name__}.{name}"
-    if annotation in _SCALARS:
-        ok = isinstance(value, _SCALARS[annotation]) and (annotation == "bool" or not isinstance(value, bool))
-        if not ok:
-            raise MessageError(f"{where}: expected {annotation}, got {type(value).__name__}")
-        return float(value) if annotation == "float" else value
-    if annotation.startswith("list[") and annotation.count("list[") <= 3 and "float" in annotation:
-        if not _is_number_tree(value, annotation.count("list[")):
-            raise MessageError(f"{where}: expected {annotation}")
-        return value
-    if annotation == "list[Track]":
-        if not isinstance(value, list):
-            raise MessageError(f"{where}: expected a list of tracks")
-        return [_build(Track, t) for t in value]
-    if annotation == "dict[str, Latency]":
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise MessageError(f"{where}: expected a map of paths to latencies")
-        return {k: _build(Latency, v) for k, v in value.items()}
-    if annotation == "dict[str, float]":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and _is_number_tree(v, 0) for k, v in value.items()):
-            raise MessageError(f"{where}: expected a map of names to numbers")
-        return value
-    raise MessageError(f"{where}: unsupported field type {annotation}")
-
-
-def _build(cls, body):
-    if not isinstance(body, dict):
-        raise MessageError(f"{cls.__name__}: body is not a map")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(body) - set(fields)
-    if unknown:
-        raise MessageError(f"{cls.__name__}: unknown fields {sorted(map(str, unknown))}")
-    values = {}
-    for name, f in fields.items():
-        if name not in body:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise MessageError(f"{cls.__name__}: missing field '{name}'")
-            continue
-        values[name] = _check(cls, name, f.type, body[name])
-    return cls(**values)
+    return [msg.TOPIC, _ENCODER.encode(msg)]
 
 
 def decode(frames: typing.Sequence[bytes]):
-    """Parse [topic, body] into its dataclass; raise MessageError naming what is wrong."""
+    """Parse [topic, body] into its Struct; raise MessageError naming what is wrong."""
     if len(frames) != 2:
         raise MessageError(f"expected 2 message parts (topic, body), got {len(frames)}")
     topic, body = frames
-    cls = MESSAGES.get(bytes(topic))
-    if cls is None:
+    decoder = _DECODERS.get(bytes(topic))
+    if decoder is None:
         raise MessageError(f"unknown topic {bytes(topic)[:32]!r}")
     try:
-        data = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-        raise MessageError(f"{cls.__name__}: body is not msgpack ({type(exc).__name__})") from None
-    if isinstance(data, dict) and data.get("v") != VERSION:
-        raise MessageError(f"{cls.__name__}: version {data.get('v')!r} not supported (expected {VERSION})")
-    msg = _build(cls, data)
-    check = _SEMANTIC_CHECKS.get(cls)
-    if check is not None:
-        check(msg)
-    return msg
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: {_where(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: body is not msgpack ({str(exc).splitlines()[0]})") from None
 
 
-def _finite_box(where: str, box) -> None:
-    if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise MessageError(f"{where}: a box is 4 finite numbers [x1, y1, x2, y2], got {box!r:.80}")
-
-
-def _check_detections(msg: Detections) -> None:
-    """Shapes the types alone do not say: a receiver indexes these without more checks."""
-    for box in msg.boxes:
-        _finite_box("Detections.boxes", box)
-    if len(msg.scores) != len(msg.boxes):
-        raise MessageError(f"Detections: {len(msg.scores)} scores for {len(msg.boxes)} boxes")
-    if msg.keypoints and len(msg.keypoints) != len(msg.boxes):
-        raise MessageError(f"Detections: {len(msg.keypoints)} keypoint sets for {len(msg.boxes)} boxes")
-
-
-def _check_tracks(msg: Tracks) -> None:
-    for track in msg.tracks:
-        _finite_box("Tracks.tracks.box", track.box)
-    if msg.detect_every < 1:
-        raise MessageError(f"Tracks.detect_every: must be >= 1, got {msg.detect_every}")
-
-
-def _check_frame(msg: Frame) -> None:
-    if msg.slot < 0 or msg.width <= 0 or msg.height <= 0:
-        raise MessageError(f"Frame: slot/width/height out of range ({msg.slot}, {msg.width}, {msg.height})")
-
-
-_SEMANTIC_CHECKS = {Detections: _check_detections, Tracks: _check_tracks, Frame: _check_frame}
+def _where(text: str) -> str:
+    """msgspec's `Expected `int`, got `str` - at `$.frame_id`` as `frame_id: Expected `int`, got `str``."""
+    message, _, path = text.rpartition(" - at `$")
+    return f"{path.rstrip('`').lstrip('.')}: {message}" if message else text

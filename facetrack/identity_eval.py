@@ -16,13 +16,13 @@ re-identification off and on. Detections here are for the current frame (as in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 
 import cv2
+import msgspec
 import numpy as np
 
 from common.config import Config, IdentityConfig, load_config, replace
@@ -73,7 +73,7 @@ def record(clip: str, clip_index: int, first_frame: int, detector, cfg: Config) 
             found, last = detector.detect(image), frame_id
             dets = FrameDetections(frame_id, np.asarray(found.boxes, np.float64).reshape(-1, 4),
                                    np.asarray(found.scores, np.float64).reshape(-1))
-        tracks = [dataclasses.replace(t, id=t.id + clip_index * ID_STRIDE)
+        tracks = [msgspec.structs.replace(t, id=t.id + clip_index * ID_STRIDE)
                   for t in manager.step(frame_id, image, dets)]
         step = Step(frame_id, tracks, None)
         if found is not None:

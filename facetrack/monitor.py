@@ -7,10 +7,11 @@ even when supervisord still calls it RUNNING.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
+
+import msgspec
 
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             if msg is not None:
                 latest[msg.service] = msg
                 if args.json:
-                    print(json.dumps(dataclasses.asdict(msg)), flush=True)
+                    print(json.dumps(msgspec.to_builtins(msg)), flush=True)
             if not args.json and time.monotonic() >= next_draw:
                 next_draw = time.monotonic() + cfg.monitor.interval_s
                 sys.stdout.write("\x1b[H\x1b[2J" + render(latest, silent_after) + "\n")
