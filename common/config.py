@@ -69,6 +69,10 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lores_width: NonNegative = 320
     lores_height: NonNegative = 240
     threads: Positive = 1
+    stream_open_timeout_s: PositiveFloat = 5.0
+    stream_read_timeout_s: PositiveFloat = 5.0
+    reconnect_min_s: PositiveFloat = 0.5
+    reconnect_max_s: PositiveFloat = 10.0
 
 
 class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -128,6 +132,11 @@ class SinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jpeg_quality: JpegQuality = 80
     record_dir: str = "{run_dir}/records"
     privacy_port: Port = 8081
+    privacy_margin: NonNegativeFloat = 0.2
+    privacy_blocks: Positive = 8
+    stale_s: PositiveFloat = 5.0
+    max_streams: Positive = 16
+    client_timeout_s: PositiveFloat = 10.0
     threads: Positive = 1
 
 

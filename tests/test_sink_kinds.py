@@ -17,10 +17,13 @@ import cv2
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.config import SinkConfig
 from common.messages import Identity, Latency, Metrics
 from services.sinks.drawing import label_of
-from services.sinks.privacy import MARGIN, blur_faces, blur_region
+from services.sinks.privacy import blur_faces, blur_region
 from sink_support import ROOT, get_json, http_get
+
+MARGIN, BLOCKS = SinkConfig().privacy_margin, SinkConfig().privacy_blocks  # the defaults
 
 
 def json_lines(text: str) -> list[dict]:
@@ -73,14 +76,14 @@ def test_facetrack_sink_command_attaches_a_jsonl_sink_and_stops_when_the_pipe_cl
 def test_blur_faces_changes_only_the_grown_boxes():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    out = blur_faces(image.copy(), [[40, 30, 80, 90], [-20, -20, 10, 10], [150, 100, 400, 400]])
+    out = blur_faces(image.copy(), [[40, 30, 80, 90], [-20, -20, 10, 10], [150, 100, 400, 400]], MARGIN, BLOCKS)
     mask = np.zeros(image.shape[:2], bool)
     for box in ([40, 30, 80, 90], [-20, -20, 10, 10], [150, 100, 400, 400]):
-        x1, y1, x2, y2 = blur_region(160, 120, box)
+        x1, y1, x2, y2 = blur_region(160, 120, box, MARGIN)
         mask[y1:y2, x1:x2] = True
     assert np.array_equal(out[~mask], image[~mask])
-    x1, y1, x2, y2 = blur_region(160, 120, [40, 30, 80, 90])
-    assert (x1, y1, x2, y2) == (32, 18, 88, 102)  # grown by MARGIN of 40x60 on each side
+    x1, y1, x2, y2 = blur_region(160, 120, [40, 30, 80, 90], MARGIN)
+    assert (x1, y1, x2, y2) == (32, 18, 88, 102)  # grown by sink.privacy_margin (0.2) of 40x60 on each side
     assert out[y1:y2, x1:x2].std() < 0.2 * image[y1:y2, x1:x2].std()
 
 

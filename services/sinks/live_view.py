@@ -19,19 +19,17 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from common.config import SinkConfig
+from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
+from services.sinks.base import Sink
 from services.sinks.drawing import colour_hex, draw_tracks
 from services.sinks.latest import LatestFrame
 from services.sinks.live_page import PAGE
-from services.sinks.base import Sink
 from services.sinks.pairing import Paired
-from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
 
 log = logging.getLogger("sink.live")
 
 BOUNDARY = "frame"
-MAX_STREAMS = 16  # each stream holds a thread; more clients get 503
-STALE_S = 5.0
-CLIENT_TIMEOUT_S = 10  # a client that accepts no bytes for this long is disconnected
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,8 +41,12 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    timeout = CLIENT_TIMEOUT_S
     server: _Server
+
+    @property
+    def timeout(self) -> float:
+        """A client that takes no bytes for this long is disconnected (read by setup())."""
+        return self.server.view.cfg.client_timeout_s
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -89,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _health(self):
         age = self.server.view.latest.age_s()
-        ok = age is not None and age < STALE_S
+        ok = age is not None and age < self.server.view.cfg.stale_s
         body = {"ok": ok, "frame_age_s": age, "clients": self.server.view.streams}
         self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
                    json.dumps(body).encode())
@@ -129,17 +131,18 @@ class LiveView(Sink, kind="live"):
     @classmethod
     def from_context(cls, ctx) -> LiveView:
         cfg, port = ctx.config, ctx.args.port
-        return cls(cfg.sink.http_host, cls.default_port(cfg) if port is None else port, cfg.sink.jpeg_quality,
-                   cfg.stack.id, StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods))
+        return cls(cfg.sink, cls.default_port(cfg) if port is None else port, cfg.stack.id,
+                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods))
 
     @staticmethod
     def default_port(cfg) -> int:
         return cfg.sink.http_port
 
-    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics: StackMetrics):
-        self.host, self.port = host, port
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics):
+        self.cfg = cfg  # host, JPEG quality, stale time, stream limit, client timeout
+        self.host, self.port = cfg.http_host, port
         self.metrics_table = metrics
-        self.latest = LatestFrame(jpeg_quality)
+        self.latest = LatestFrame(cfg.jpeg_quality)
         self.page = PAGE.format(stack=stack).encode()
         self.streams = 0
         self._lock = threading.Lock()
@@ -171,7 +174,7 @@ class LiveView(Sink, kind="live"):
 
     def enter_stream(self) -> bool:
         with self._lock:
-            if self.streams >= MAX_STREAMS:
+            if self.streams >= self.cfg.max_streams:
                 return False
             self.streams += 1
             return True

@@ -19,16 +19,13 @@ import time
 import cv2
 import numpy as np
 
+from common.config import SinkConfig
 from common.prometheus import StackMetrics
 from services.sinks.live_page import PAGE
 from services.sinks.live_view import LiveView
 from services.sinks.pairing import Paired
 
-MARGIN = 0.2   # fraction of the box's width/height added on each side
-BLOCKS = 8     # the face is reduced to about this many blocks across before smoothing
-
-
-def blur_region(width: int, height: int, box, margin: float = MARGIN) -> tuple[int, int, int, int] | None:
+def blur_region(width: int, height: int, box, margin: float) -> tuple[int, int, int, int] | None:
     """The integer pixel rectangle (x1, y1, x2, y2), end-exclusive, blurred for `box`."""
     x1, y1, x2, y2 = (float(v) for v in box)
     mx, my = (x2 - x1) * margin, (y2 - y1) * margin
@@ -39,8 +36,8 @@ def blur_region(width: int, height: int, box, margin: float = MARGIN) -> tuple[i
     return ix1, iy1, ix2, iy2
 
 
-def blur_faces(image: np.ndarray, boxes, margin: float = MARGIN) -> np.ndarray:
-    """Blur each box (grown by `margin`) in place and return `image`."""
+def blur_faces(image: np.ndarray, boxes, margin: float, blocks: int) -> np.ndarray:
+    """Blur each box (grown by `margin`, reduced to about `blocks` blocks across) in place; return `image`."""
     h, w = image.shape[:2]
     for box in boxes:
         region = blur_region(w, h, box, margin)
@@ -49,7 +46,7 @@ def blur_faces(image: np.ndarray, boxes, margin: float = MARGIN) -> np.ndarray:
         x1, y1, x2, y2 = region
         roi = image[y1:y2, x1:x2]
         rw, rh = x2 - x1, y2 - y1
-        step = max(2, max(rw, rh) // BLOCKS)
+        step = max(2, max(rw, rh) // blocks)
         small = cv2.resize(roi, (max(1, rw // step), max(1, rh // step)), interpolation=cv2.INTER_AREA)
         coarse = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_LINEAR)
         k = step | 1
@@ -64,8 +61,8 @@ class PrivacyView(LiveView, kind="privacy"):
     def default_port(cfg) -> int:
         return cfg.sink.privacy_port
 
-    def __init__(self, host: str, port: int, jpeg_quality: int, stack: str, metrics: StackMetrics):
-        super().__init__(host, port, jpeg_quality, stack, metrics)
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics):
+        super().__init__(cfg, port, stack, metrics)
         self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
         self.blurred = 0
 
@@ -73,7 +70,7 @@ class PrivacyView(LiveView, kind="privacy"):
         record = dataclasses.replace(paired, names={}).record(time.time())  # who it is stays private
         boxes = [t.box for t in paired.tracks.tracks]
         self.blurred += len(boxes)
-        self.latest.put(blur_faces(paired.image, boxes), record)
+        self.latest.put(blur_faces(paired.image, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
 
     def stats(self) -> dict[str, float]:
         return {**super().stats(), "faces_blurred": self.blurred}

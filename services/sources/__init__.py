@@ -49,7 +49,7 @@ def open_source(capture: CaptureConfig, stop: threading.Event) -> Source:
     if scheme == "file":
         return _path_source(urllib.parse.unquote(parts.path), uri)
     if scheme in ("rtsp", "rtsps", "http", "https"):
-        return NetworkStreamSource(uri, stop)
+        return NetworkStreamSource(uri, stop, capture)
     if scheme == "v4l2":
         return V4L2Source(parts.path, capture, uri)
     if scheme == "picamera2":

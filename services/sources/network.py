@@ -15,15 +15,12 @@ import urllib.parse
 import cv2
 import numpy as np
 
+from common.config import CaptureConfig
 from common.service import InputError
 from services.sources.base import Source, SourceInfo
 
 log = logging.getLogger(__name__)
 
-OPEN_TIMEOUT_MS = 5000
-READ_TIMEOUT_MS = 5000  # a stream silent this long counts as dropped
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
 
 
 def redact(url: str) -> str:
@@ -38,8 +35,9 @@ def redact(url: str) -> str:
 class NetworkStreamSource(Source):
     """Frames of a live stream; position counts frames received since start (across reconnects)."""
 
-    def __init__(self, url: str, stop: threading.Event):
+    def __init__(self, url: str, stop: threading.Event, capture: CaptureConfig):
         self.url = url
+        self.cfg = capture  # stream_* timeouts, reconnect_* back-off
         self.name = redact(url)
         self.stop = stop
         self.reconnects = 0
@@ -51,8 +49,9 @@ class NetworkStreamSource(Source):
         if self.url.lower().startswith("rtsp"):
             # UDP loses packets on Wi-Fi and smears frames; TCP unless the user chose otherwise.
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                                                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(self.cfg.stream_open_timeout_s * 1000),
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(self.cfg.stream_read_timeout_s * 1000)]
+        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, timeouts)
         if cap.isOpened():
             return cap
         cap.release()
@@ -83,7 +82,7 @@ class NetworkStreamSource(Source):
 
     def _reconnect(self) -> None:
         """Try again and again, waiting longer each time, until connected or stopped."""
-        delay, attempts = BACKOFF_FIRST_S, 0
+        delay, attempts = self.cfg.reconnect_min_s, 0
         while not self.stop.wait(delay):
             attempts += 1
             self._cap = self._connect()
@@ -92,8 +91,8 @@ class NetworkStreamSource(Source):
                 log.info("capture source %s: reconnected after %d attempt(s)", self.name, attempts)
                 return
             log.warning("capture source %s: reconnect attempt %d failed; next in %.1f s", self.name, attempts,
-                        min(delay * 2, BACKOFF_MAX_S))
-            delay = min(delay * 2, BACKOFF_MAX_S)
+                        min(delay * 2, self.cfg.reconnect_max_s))
+            delay = min(delay * 2, self.cfg.reconnect_max_s)
 
     def close(self) -> None:
         if self._cap is not None:
