@@ -11,11 +11,16 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
-from common.messages import MessageError, decode, encode
+from common.messages import Frame, MessageError, decode, encode
+
+if TYPE_CHECKING:
+    from common.service import StageStats
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +79,35 @@ class Publisher:
         self.sock.close(0)
 
 
-class Subscriber:
-    """SUB socket on given topics; malformed messages are counted and logged, never raised."""
+@dataclass(frozen=True)
+class Batch:
+    """What one turn of a service's loop got from the bus: every valid message, oldest first."""
+    messages: list
 
-    def __init__(self, endpoint: str, topics: list[bytes], hwm: int, ctx: zmq.Context | None = None):
+    def of(self, cls: type) -> list:
+        return [m for m in self.messages if isinstance(m, cls)]
+
+    @property
+    def newest_frame(self) -> Frame | None:
+        """The frame to work on: a stage that falls behind takes the newest and skips the rest."""
+        frames = self.of(Frame)
+        return frames[-1] if frames else None
+
+    @property
+    def skipped_frames(self) -> int:
+        """Frames older than the newest one in this batch, which the stage will never see."""
+        return max(0, len(self.of(Frame)) - 1)
+
+
+class Subscriber:
+    """SUB socket on given topics; malformed messages are counted and logged, never raised.
+
+    Given the stage's `stats`, its malformed count and queue depths join the stage's metrics
+    (errors, queue_depth_p50/max) on their own: the services do not copy them over.
+    """
+
+    def __init__(self, endpoint: str, topics: list[bytes], hwm: int, ctx: zmq.Context | None = None,
+                 stats: StageStats | None = None):
         ensure_ipc_dir(endpoint)
         self.sock = (ctx or zmq.Context.instance()).socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -95,6 +125,13 @@ class Subscriber:
         self._next_log = 0.0
         # Queue depth: how many messages were waiting each time the loop came back for more.
         self.depths: collections.deque[int] = collections.deque(maxlen=256)
+        if stats is not None:
+            stats.watch(self)
+
+    def batch(self, timeout_ms: int) -> Batch:
+        """Wait up to `timeout_ms` for a message, then take every one already queued: one loop turn."""
+        first = self.recv(timeout_ms=timeout_ms)
+        return Batch([first, *self.drain()] if first is not None else [])
 
     def recv(self, timeout_ms: int | None = None):
         """The next valid message, or None when `timeout_ms` passes without one."""

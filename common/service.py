@@ -59,6 +59,21 @@ class StageStats:
         self._out_times: collections.deque[float] = collections.deque(maxlen=window)
         self._window = window
         self._latencies: dict[str, collections.deque[float]] = {}
+        self._buses: list = []  # common.bus.Subscriber: malformed messages and queue depth
+
+    def watch(self, subscriber) -> None:
+        """Count `subscriber`'s malformed messages as errors and report its queue depth."""
+        self._buses.append(subscriber)
+
+    def bus_errors(self) -> int:
+        return sum(bus.malformed for bus in self._buses)
+
+    def bus_extra(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for bus in self._buses:
+            for key, value in bus.queue_stats().items():
+                out[key] = max(out.get(key, 0.0), value)
+        return out
 
     def processed(self, ms: float) -> None:
         self.frames_out += 1
@@ -129,9 +144,9 @@ class MetricsReporter:
             service=self.service, pid=os.getpid(), t=time.time(),
             frames_in=self.stats.frames_in, frames_out=self.stats.frames_out,
             fps=self.stats.fps(), p50_ms=p50, p99_ms=p99, dropped=self.stats.dropped,
-            errors=self.stats.errors, cpu_percent=self.proc.cpu_percent(None),
+            errors=self.stats.errors + self.stats.bus_errors(), cpu_percent=self.proc.cpu_percent(None),
             rss_bytes=self.proc.memory_info().rss,
-            extra={**self.stats.extra, **read_health()}, latency_ms=self.stats.latencies(),
+            extra={**self.stats.extra, **self.stats.bus_extra(), **read_health()}, latency_ms=self.stats.latencies(),
         )
 
 

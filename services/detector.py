@@ -51,7 +51,7 @@ def serve(ctx: ServiceContext) -> None:
         return forward(ctx)
     detector = load(ctx)
     cfg = ctx.config
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
     stats = ctx.stats
     every_n = cfg.detector.every_n
@@ -60,19 +60,12 @@ def serve(ctx: ServiceContext) -> None:
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
-            first = sub.recv(timeout_ms=200)
-            if first is None:
-                continue
-            newest = None
-            for msg in [first, *sub.drain()]:
-                if isinstance(msg, Tracks):
-                    every_n = msg.detect_every
-                elif isinstance(msg, Frame):
-                    stats.frames_in += 1
-                    if newest is not None:
-                        skipped += 1
-                    newest = msg
-            stats.errors = sub.malformed
+            batch = sub.batch(timeout_ms=200)
+            for msg in batch.of(Tracks):
+                every_n = msg.detect_every
+            stats.frames_in += len(batch.of(Frame))
+            skipped += batch.skipped_frames  # by design: the detector works on the newest frame only
+            newest = batch.newest_frame
             if newest is not None and last_detected is not None and newest.frame_id < last_detected:
                 last_detected = None  # a restarted capture numbers from 0 again
             if newest is None or (last_detected is not None and newest.frame_id - last_detected < every_n):
@@ -92,7 +85,6 @@ def serve(ctx: ServiceContext) -> None:
             stats.latency("capture_to_infer", t_in - newest.t_capture)
             stats.latency("capture_to_detected", t_out - newest.t_capture)
             stats.extra.update(skipped=skipped, every_n=every_n, stale_frames=reader.stale)
-            stats.extra.update(sub.queue_stats())
     finally:
         sub.close()
         reader.close()

@@ -27,7 +27,7 @@ import time
 import cv2
 import zmq
 
-from common.bus import Subscriber
+from common.bus import Batch, Subscriber
 from common.frame_ring import RingReader
 from common.messages import (Detections, EncodedFrame, Frame, FrameRequest, MessageError, Metrics, Tracks,
                              decode, encode)
@@ -67,7 +67,7 @@ def serve(ctx: ServiceContext) -> None:
         raise InputError(f"detector.remote {det.remote}: cannot bind ({exc})") from None
     log.info("remote detector mode: forwarding JPEG frames on %s (quality %d, max side %s)", det.remote,
              det.remote_jpeg_quality, det.remote_max_side or "full")
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
     poller = zmq.Poller()
     poller.register(sub.sock, zmq.POLLIN)
@@ -102,14 +102,13 @@ def serve(ctx: ServiceContext) -> None:
                     elif isinstance(msg, (Detections, Metrics)):
                         ctx.publisher.send(msg)
                         counters["detections_relayed"] += isinstance(msg, Detections)
-            if sub.sock in events:
-                for msg in sub.drain():
-                    if isinstance(msg, Tracks):
-                        every_n = msg.detect_every
-                    elif isinstance(msg, Frame):
-                        stats.frames_in += 1
-                        newest = msg
-            stats.errors = sub.malformed + counters["remote_malformed"]
+            if sub.sock in events:  # polled with the remote's socket: take what is queued
+                batch = Batch(sub.drain())
+                for msg in batch.of(Tracks):
+                    every_n = msg.detect_every
+                stats.frames_in += len(batch.of(Frame))
+                newest = batch.newest_frame or newest
+            stats.errors = counters["remote_malformed"]
             counters["remote_waiting"] = len(waiting)
             stats.extra.update(counters, every_n=every_n, stale_frames=reader.stale)
             if not waiting or newest is None or newest.frame_id == last_sent:

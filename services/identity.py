@@ -122,10 +122,9 @@ class Identifier:
         for identity in self.book.current(time.time()):
             self.ctx.publisher.send(identity)
 
-    def update_metrics(self, malformed: int) -> None:
+    def update_metrics(self) -> None:
         """frames_in counts frames seen; frames_out, fps and p50/p99 are embeddings and their ms."""
         stats = self.ctx.stats
-        stats.errors = malformed
         stats.extra.update(embeds=self.embeds, queued=len(self.queue), gallery_faces=len(self.gallery.snapshot),
                            tracks_named=sum(1 for s in self.book.states.values()
                                             if s.match is not None and s.match.name != UNKNOWN),
@@ -138,15 +137,15 @@ class Identifier:
 def serve(ctx: ServiceContext) -> None:
     embedder = load(ctx)
     cfg = ctx.config
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm,
+                     stats=ctx.stats)
     ident = Identifier(ctx, embedder)
     next_republish = time.monotonic() + cfg.identity.republish_s
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
             ident.reload_gallery()
-            first = sub.recv(timeout_ms=0 if ident.queue else 200)
-            for msg in ([first] if first is not None else []) + sub.drain():
+            for msg in sub.batch(timeout_ms=0 if ident.queue else 200).messages:
                 ident.on_message(msg)
             ident.take_detections()
             if ident.queue:
@@ -154,7 +153,7 @@ def serve(ctx: ServiceContext) -> None:
             if time.monotonic() >= next_republish:
                 next_republish = time.monotonic() + cfg.identity.republish_s
                 ident.republish()
-            ident.update_metrics(sub.malformed)
+            ident.update_metrics()
     finally:
         sub.close()
         ident.close()

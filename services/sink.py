@@ -100,14 +100,13 @@ class SinkLoop:
         self.ctx.stats.latency("capture_to_sink", now - tracks.t_capture)
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
-    def update_stats(self, malformed: int, queue: dict[str, float] | None = None) -> None:
+    def update_stats(self) -> None:
         stats = self.ctx.stats
         stats.dropped = self.pairer.dropped + self.stale
-        stats.errors = malformed + self.failed
+        stats.errors = self.failed
         stats.extra.update(self.sink.stats())
         stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
-        stats.extra.update(queue or {})
 
 
 def serve(ctx: ServiceContext, kind: str) -> None:
@@ -120,16 +119,14 @@ def serve(ctx: ServiceContext, kind: str) -> None:
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
     topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else [])
-    sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm)
+    sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
     loop = SinkLoop(ctx, sink, reader)
     try:
         while not ctx.stop.is_set():
-            first = sub.recv(timeout_ms=100)
-            if first is not None:
-                loop.batch([first, *sub.drain()])
+            loop.batch(sub.batch(timeout_ms=100).messages)
             sink.tick()
-            loop.update_stats(sub.malformed, sub.queue_stats())
+            loop.update_stats()
             ctx.metrics.tick()
     finally:
         sink.close()

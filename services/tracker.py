@@ -32,7 +32,7 @@ def serve(ctx: ServiceContext) -> None:
     manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0,  # seconds to frames at the camera's rate
                            start_score=cfg.detector.score_threshold)
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
     stats = ctx.stats
     pending: Detections | None = None
@@ -41,26 +41,19 @@ def serve(ctx: ServiceContext) -> None:
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
-            first = sub.recv(timeout_ms=200)
-            if first is None:
-                continue
-            newest = None
-            for msg in [first, *sub.drain()]:
-                if isinstance(msg, Detections) and msg.t_capture < epoch_t:
+            batch = sub.batch(timeout_ms=200)
+            for msg in batch.of(Detections):
+                if msg.t_capture < epoch_t:
                     continue  # computed on a frame of the numbering before the reset
-                if isinstance(msg, Detections):
-                    stats.latency("detected_to_tracker", time.time() - msg.t_out)
-                    manager.detector_cost(1000 * (msg.t_out - msg.t_in))  # what a detection costs here
-                    if pending is not None and pending.frame_id < msg.frame_id:
-                        stats.extra["detections_superseded"] = stats.extra.get("detections_superseded", 0) + 1
-                    if pending is None or pending.frame_id < msg.frame_id:
-                        pending = msg
-                elif isinstance(msg, Frame):
-                    stats.frames_in += 1
-                    if newest is not None:
-                        stats.dropped += 1
-                    newest = msg
-            stats.errors = sub.malformed
+                stats.latency("detected_to_tracker", time.time() - msg.t_out)
+                manager.detector_cost(1000 * (msg.t_out - msg.t_in))  # what a detection costs here
+                if pending is not None and pending.frame_id < msg.frame_id:
+                    stats.extra["detections_superseded"] = stats.extra.get("detections_superseded", 0) + 1
+                if pending is None or pending.frame_id < msg.frame_id:
+                    pending = msg
+            stats.frames_in += len(batch.of(Frame))
+            stats.dropped += batch.skipped_frames  # the tracker keeps up with the camera: skipped is lost
+            newest = batch.newest_frame
             if newest is None:
                 continue
             if last_frame_id is not None and newest.frame_id <= last_frame_id:
@@ -89,7 +82,6 @@ def serve(ctx: ServiceContext) -> None:
                 tracks=tracks, detect_every=fixed_interval or manager.detect_interval,
                 detected=detections is not None))
             stats.latency("capture_to_tracked", t_tracked - newest.t_capture)
-            stats.extra.update(sub.queue_stats())
             stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.update(manager.counters)
             stats.extra["tracks"] = len(tracks)

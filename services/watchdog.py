@@ -239,18 +239,17 @@ def serve(ctx: ServiceContext) -> None:
     dog = Watchdog(ctx, supervisor)
     metrics = StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods)
     exporter = start_exporter(cfg, metrics)
-    sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000))
+    sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000), stats=ctx.stats)
     stats = ctx.stats
     next_check = time.monotonic() + cfg.monitor.interval_s
     try:
         while not ctx.stop.is_set():
-            msg = sub.recv(timeout_ms=200)
+            batch = sub.batch(timeout_ms=200)
             now = time.monotonic()
-            for m in ([msg, *sub.drain()] if msg is not None else []):
+            for m in batch.messages:
                 stats.frames_in += 1
                 dog.seen(m, now)
                 metrics.update(m)
-            stats.errors = sub.malformed
             if now >= next_check:
                 next_check = now + min(cfg.monitor.interval_s, cfg.detector.deadline_s / 4)
                 t0 = time.perf_counter()
@@ -258,7 +257,6 @@ def serve(ctx: ServiceContext) -> None:
                 stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.clear()  # stages no longer watched leave no stale flags
             stats.extra.update(dog.extra())
-            stats.extra.update(sub.queue_stats())
             ctx.metrics.tick()
     finally:
         sub.close()
