@@ -61,7 +61,7 @@ class RingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    source: str = "demo://"
+    source: str = "faces://4"
     width: NonNegative = 640
     height: NonNegative = 480
     fps: NonNegativeFloat = 0.0
