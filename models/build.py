@@ -288,8 +288,9 @@ def check_elf(path: Path, machine: int) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    """Write via a temporary name, so a killed build never leaves a half file under the real name."""
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    """Write via a temporary name, so a killed build never leaves a half file under the real name
+    (one per process: a bench and a tune-model started together may both build it)."""
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
     write(tmp)
     os.replace(tmp, path)
 

@@ -41,7 +41,7 @@ def describe() -> dict:
     import tvm
 
     return {**cpuinfo(), "llvm_mcpu": str(tvm.target.codegen.llvm_get_system_cpu()),
-            "cores": len(os.sched_getaffinity(0))}
+            "logical_cpus": os.cpu_count()}
 
 
 def tuning_target(target) -> str:

@@ -144,10 +144,10 @@ def tvm_runtime_only() -> None:
     import os
     import sys
 
-    if "tvm" in sys.modules:
-        raise RuntimeError("tvm_runtime_only() must run before tvm is imported")
+    if "tvm" in sys.modules or sys.modules.get("torch") is not None:
+        raise RuntimeError("tvm_runtime_only() must run before tvm or torch is imported")
     os.environ["TVM_USE_RUNTIME_LIB"] = "1"
-    sys.modules.setdefault("torch", None)  # `import torch` now raises ImportError, which tvm_ffi allows
+    sys.modules["torch"] = None  # `import torch` now raises ImportError, which tvm_ffi allows
 
 
 def _load_tvm(variant: str, path: Path, num_threads: int | None):

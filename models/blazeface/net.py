@@ -20,12 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_SIZE = {"short": 128, "full": 192}
-
-
-def input_shape(variant: str) -> tuple[int, int, int, int]:
-    """NHWC input of one frame, as the .tflite takes it."""
-    return (1, INPUT_SIZE[variant], INPUT_SIZE[variant], 3)
+from .spec import INPUT_SIZE, input_shape  # noqa: F401 - re-exported
 
 
 def _same_pad(k: int, s: int) -> tuple[int, int, int, int]:
