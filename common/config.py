@@ -8,9 +8,10 @@ raises `ConfigError` with one line naming the key, so a typo stops the service a
 instead of being silently ignored. `configs/default.yaml` lists every key with the same
 value as here and says what it does (tests/test_config.py proves they agree).
 
-Allowed names are those the code implements: tracker kinds (common/tracking), detector and
-identity backends (models/runtime.py, models/facerec/runtime.py); the lists are written here
-so loading a config imports no OpenCV or model code, and a test checks they equal the code's.
+Allowed names are those the code implements: tracker kinds (common/tracking), detector
+models (models/zoo.py), detector and identity backends (models/runtime.py,
+models/facerec/runtime.py); the lists are written here so loading a config imports no
+OpenCV or model code, and a test checks they equal the code's.
 Sink kinds are checked by the sink process against its registry (services/sinks/).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
 TRACKER_KINDS = ("kcf", "csrt", "mosse", "none")
+DETECTOR_MODELS = ("full", "short", "ssd-mobilenet")
 DETECTOR_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
 IDENTITY_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
 
@@ -76,7 +78,7 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    variant: Literal["full", "short"] = "full"
+    variant: Literal[DETECTOR_MODELS] = "full"
     backend: Literal[DETECTOR_BACKENDS] = "tvm"
     model_dir: str = "models/build"
     every_n: Positive = 3

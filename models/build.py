@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 from .graph import DEFAULT as GRAPH, open_database, prepare
+from .zoo import MODELS
 
 log = logging.getLogger("facetrack.models.build")
 
 MODELS_DIR = Path(__file__).resolve().parent
 BUILD_DIR = MODELS_DIR / "build"
 TUNING_DIR = MODELS_DIR / "tuning"
-VARIANTS = ("short", "full")
+VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full, short, SSD-MobileNet
 # llvm: this machine (what the detector service loads); llvm-untuned: the same without the
 # tuning database, for benchmarks; aarch64: Raspberry Pi 5 (Cortex-A76) cross build.
 TVM_TARGETS = ("llvm", "llvm-untuned", "aarch64", "opencl", "cuda")
@@ -39,8 +40,7 @@ FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "llvm": "llvm.so",
 ONNX_OPSET = 18  # >= 17; torch 2.13 exports 18 natively (down-converting Pad to 17 fails)
 CUDA_ARCH = "sm_90"  # the lent H100/H200 machines; change for another GPU
 AARCH64_CC = "aarch64-linux-gnu-gcc"
-_CODE = [MODELS_DIR / "build.py", MODELS_DIR / "graph.py", MODELS_DIR / "blazeface" / "net.py",
-         MODELS_DIR / "blazeface" / "tflite.py"]
+_CODE = [MODELS_DIR / "build.py", MODELS_DIR / "graph.py", MODELS_DIR / "zoo.py"]
 # VM: "compiled" turns the VM's instructions into TIR (no bytecode interpreter between
 # kernels); tirx.disable_assert drops each kernel's argument checks (shapes are static).
 VM_EXEC_MODE = "compiled"
@@ -110,9 +110,7 @@ def relax_module(onnx_path: Path, variant: str):
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .blazeface import input_shape
-
-    return from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": list(input_shape(variant))})
+    return from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": list(MODELS[variant].input_shape)})
 
 
 class Builder:
@@ -120,16 +118,14 @@ class Builder:
 
     def __init__(self, variant: str, build_dir: Path = BUILD_DIR, tuning_dir: Path = TUNING_DIR,
                  force: bool = False):
-        from .weights import sha256, tflite_path
-
         self.variant, self.force, self.tuning_dir = variant, force, tuning_dir
         self.dir = build_dir / variant
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
-        self.tflite = tflite_path(variant)
-        self.code = _digest(*(p.read_bytes() for p in _CODE))
-        self.weights_sha = sha256(self.tflite)
+        self.model = MODELS[variant]
+        self.code = _digest(*(p.read_bytes() for p in [*_CODE, *self.model.code]))
+        self.weights_sha = self.model.weights_digest()
 
     def path(self, artefact: str) -> Path:
         return self.dir / FILENAMES[artefact]
@@ -191,27 +187,21 @@ class Builder:
             log.info("%s/%s: applying tuning database %s", self.variant, artefact, db_dir)
 
     def _torch_model(self):
-        from .blazeface import from_tflite
-
-        return from_tflite(self.variant, self.tflite)
+        return self.model.network()
 
     def _torchscript(self, artefact: str, path: Path) -> None:
         import torch
 
-        from .blazeface import input_shape
-
-        traced = torch.jit.trace(self._torch_model(), torch.zeros(input_shape(self.variant)))
+        traced = torch.jit.trace(self._torch_model(), torch.zeros(self.model.input_shape))
         _atomic(path, lambda tmp: torch.jit.save(traced, str(tmp)))
 
     def _onnx(self, artefact: str, path: Path) -> None:
         import torch
 
-        from .blazeface import input_shape
-
         with _quiet_stdout():  # the exporter prints progress lines on stdout
-            program = torch.onnx.export(self._torch_model(), (torch.zeros(input_shape(self.variant)),), dynamo=True,
+            program = torch.onnx.export(self._torch_model(), (torch.zeros(self.model.input_shape),), dynamo=True,
                                         opset_version=ONNX_OPSET, external_data=False, input_names=["input"],
-                                        output_names=["regressors", "classificators"])
+                                        output_names=list(self.model.outputs))
         _atomic(path, lambda tmp: program.save(str(tmp), external_data=False))
 
     def _tvm(self, artefact: str, path: Path) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .blazeface.postprocess import ANCHOR_OPTIONS, decode, preprocess, ssd_anchors, to_frame, weighted_nms
+from .blazeface.postprocess import preprocess, to_frame
+from .zoo import MODELS, DetectorModel
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
 BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
@@ -39,14 +40,13 @@ class Detections:
 
 
 class FaceDetector:
-    """Letterbox -> network -> decode + weighted NMS -> boxes in the frame's own pixels."""
+    """Letterbox -> network -> the model's decoding and NMS -> boxes in the frame's own pixels."""
 
     def __init__(self, variant: str, backend: str, infer: Callable[[np.ndarray], RawOutputs],
                  score_threshold: float, nms_iou: float, model_path: Path | None):
-        opts = ANCHOR_OPTIONS[variant]
+        self.model: DetectorModel = MODELS[variant]
         self.variant, self.backend, self.model_path = variant, backend, model_path
-        self.input_size: int = opts["size"]
-        self.anchors = ssd_anchors(**opts)
+        self.input_size: int = self.model.input_size
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
         self.infer = infer  # (1, S, S, 3) float32 in [-1, 1] (NHWC) -> raw outputs
 
@@ -54,9 +54,7 @@ class FaceDetector:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
         x, letterbox = preprocess(frame_bgr, self.input_size)
-        regressors, logits = self.infer(x)
-        boxes, scores, kps = decode(regressors, logits, self.anchors, self.input_size, self.score_threshold)
-        boxes, scores, kps = weighted_nms(boxes, scores, kps, self.nms_iou)
+        boxes, scores, kps = self.model.detections(self.infer(x), self.score_threshold, self.nms_iou)
         boxes, kps = to_frame(boxes, kps, letterbox, frame_bgr.shape)
         return Detections(boxes, scores, kps)
 
@@ -65,8 +63,8 @@ def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path |
                   score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None
                   ) -> FaceDetector:
     """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable."""
-    if variant not in ANCHOR_OPTIONS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(ANCHOR_OPTIONS)}")
+    if variant not in MODELS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(MODELS)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = None
@@ -75,8 +73,7 @@ def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path |
         if not path.is_file():
             raise ModelFileError(f"model file {path} is missing: run `facetrack build-model --variant {variant}`")
     infer = _LOADERS[backend](variant, path, num_threads)
-    size = ANCHOR_OPTIONS[variant]["size"]
-    _check_outputs(infer, size, len(ssd_anchors(**ANCHOR_OPTIONS[variant])), path or backend, variant)
+    _check_outputs(infer, MODELS[variant], path or backend)
     return FaceDetector(variant, backend, infer, score_threshold, nms_iou, path)
 
 
@@ -86,15 +83,17 @@ def _reason(e: BaseException) -> str:
     return (lines[-1] if lines else type(e).__name__)[:300]
 
 
-def _check_outputs(infer, size: int, anchors: int, path, variant: str) -> None:
+def _check_outputs(infer, model: DetectorModel, path) -> None:
     """Run once on a blank input: catches a file that loads but is another model."""
     try:
-        reg, cls = infer(np.zeros((1, size, size, 3), np.float32))
+        outputs = infer(np.zeros(model.input_shape, np.float32))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not this model
-        raise ModelFileError(f"model file {path} does not run as the {variant} model: {_reason(e)}") from None
-    if reg.shape != (1, anchors, 16) or cls.shape != (1, anchors, 1):
-        raise ModelFileError(f"model file {path} is not the {variant} model: outputs {reg.shape} {cls.shape}, "
-                             f"expected (1, {anchors}, 16) (1, {anchors}, 1)")
+        raise ModelFileError(f"model file {path} does not run as the {model.name} model: {_reason(e)}") from None
+    expected = tuple((1, model.anchors, width) for width in model.output_widths)
+    if tuple(o.shape for o in outputs) != expected:
+        got = " ".join(str(o.shape) for o in outputs)
+        raise ModelFileError(f"model file {path} is not the {model.name} model: outputs {got}, "
+                             f"expected {' '.join(map(str, expected))}")
 
 
 def set_tvm_threads(num_threads: int | None) -> None:
@@ -161,7 +160,7 @@ def _load_tvm(variant: str, path: Path, num_threads: int | None):
     except Exception as e:  # noqa: BLE001 - TVM raises several error types for a bad file
         raise ModelFileError(f"model file {path} is truncated or not a TVM library: {_reason(e)}") from None
     set_tvm_threads(num_threads)
-    size = ANCHOR_OPTIONS[variant]["size"]
+    size = MODELS[variant].input_size
     x_tvm = tvm.runtime.empty((1, size, size, 3), "float32", tvm.cpu())  # one input tensor, reused
 
     def infer(x: np.ndarray) -> RawOutputs:
@@ -197,10 +196,7 @@ def _load_torchscript(variant: str, path: Path, num_threads: int | None):
 
 
 def _load_torch(variant: str, path: None, num_threads: int | None):
-    from .blazeface import from_tflite
-    from .weights import tflite_path
-
-    return _torch_infer(from_tflite(variant, tflite_path(variant)), num_threads)
+    return _torch_infer(MODELS[variant].network(), num_threads)
 
 
 def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
@@ -215,8 +211,8 @@ def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
         raise ModelFileError(f"model file {path} is truncated or not an ONNX model: {_reason(e)}") from None
 
     def infer(x: np.ndarray) -> RawOutputs:
-        reg, cls = session.run(["regressors", "classificators"], {"input": x})
-        return reg, cls
+        first, second = session.run(list(MODELS[variant].outputs), {"input": x})
+        return first, second
 
     return infer
 

@@ -41,7 +41,7 @@ def load(ctx: ServiceContext):
                                  num_threads=cfg.threads)
     except ModelFileError as exc:
         raise InputError(str(exc)) from None
-    log.info("model loaded: blazeface-%s on %s, every %d frames", cfg.variant, cfg.backend, cfg.every_n)
+    log.info("model loaded: %s on %s, every %d frames", cfg.variant, cfg.backend, cfg.every_n)
     return detector
 
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 import yaml
 
-from common.config import (DEFAULT_CONFIG, DETECTOR_BACKENDS, IDENTITY_BACKENDS, ROOT, SECTIONS, TRACKER_KINDS, Config,
+from common.config import (DEFAULT_CONFIG, DETECTOR_BACKENDS, DETECTOR_MODELS, IDENTITY_BACKENDS, ROOT, SECTIONS, TRACKER_KINDS, Config,
                            ConfigError, load_config)
 
 
@@ -66,8 +66,10 @@ def test_allowed_names_are_the_ones_the_code_implements():
     from common.tracking import KINDS
     from models.facerec.runtime import BACKENDS as IDENTITY
     from models.runtime import BACKENDS as DETECTOR
+    from models.zoo import MODELS
 
     assert (TRACKER_KINDS, DETECTOR_BACKENDS, IDENTITY_BACKENDS) == (KINDS, DETECTOR, IDENTITY)
+    assert DETECTOR_MODELS == tuple(MODELS)
     cfg = load_config(DEFAULT_CONFIG, ["detector.backend=onnxruntime"])  # the README's fastest
     assert cfg.detector.backend == "onnxruntime"
 

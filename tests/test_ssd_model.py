@@ -15,7 +15,10 @@ import torch
 
 from common.config import ROOT
 from models.dataset import DATA_DIR, read_mot
+from models.blazeface.postprocess import preprocess
+from models.build import build
 from models.facerec.weights import fetch, package_dir
+from models.runtime import load_detector
 from models.ssd_mobilenet.net import from_manifest
 from models.ssd_mobilenet.postprocess import anchors, decode, feature_sizes, hard_nms, to_input_pixels
 
@@ -73,6 +76,20 @@ def test_matches_face_apis_javascript_on_a_real_frame(ssd, tmp_path):
     x1, y1, x2, y2 = gt[0]
     inside = (centres[:, 0] > x1) & (centres[:, 0] < x2) & (centres[:, 1] > y1) & (centres[:, 1] < y2)
     assert len(keep) == 1 and inside.all(), (found, gt)
+
+
+def test_tvm_build_matches_onnx_runtime_on_a_real_frame():
+    """The same chain as BlazeFace's: TorchScript -> ONNX -> TVM (host llvm), outputs equal to ORT's."""
+    build(["ssd-mobilenet"], ["llvm"])
+    path, _ = read_mot(DATA_DIR / "OTB-FaceOcc1-A")[0]
+    frame = cv2.imread(str(path))
+    tvm, ort = (load_detector("ssd-mobilenet", b, num_threads=1) for b in ("tvm", "onnxruntime"))
+    x, _ = preprocess(frame, tvm.input_size)
+    diffs = [float(np.abs(a - b).max()) for a, b in zip(tvm.infer(x), ort.infer(x))]
+    print(f"SSD TVM vs ONNX Runtime: max abs difference encodings {diffs[0]:.2e}, logits {diffs[1]:.2e}")
+    assert max(diffs) < 1e-3
+    found = tvm.detect(frame)
+    assert len(found) == 1 and found.keypoints.shape == (1, 0, 2)  # SSD gives boxes, no landmarks
 
 
 def test_hard_nms_keeps_the_best_of_an_overlapping_pair():

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrack.stack import Stack
+from models.build import build
 from models.dataset import DATA_DIR
 from needs import data
 
@@ -77,6 +78,16 @@ def run_sequence(run_dir: Path, port: int, **detector) -> tuple[float, set[int],
 def test_stack_tracks_the_face_of_a_real_sequence(tmp_path, free_port):
     fraction, ids, stack = run_sequence(tmp_path / "good", free_port)
     print(f"OTB-FaceOcc1-A: {fraction:.3f} of frames matched (track centre in gt box), ids {sorted(ids)}")
+    assert fraction >= 0.85, stack.log("tracker")[-2000:]
+    assert len(ids) == 1, f"the single face changed id: {ids}"
+
+
+def test_stack_runs_with_the_ssd_detector(tmp_path, free_port):
+    """detector.variant ssd-mobilenet (face-api's SSD, through ONNX Runtime: its TVM build is untuned)."""
+    build(["ssd-mobilenet"], ["onnx"])
+    fraction, ids, stack = run_sequence(tmp_path / "ssd", free_port, variant="ssd-mobilenet", backend="onnxruntime")
+    print(f"OTB-FaceOcc1-A with SSD-MobileNet: {fraction:.3f} of frames matched, ids {sorted(ids)}")
+    assert "blazeface" not in stack.log("detector") and "ssd-mobilenet on onnxruntime" in stack.log("detector")
     assert fraction >= 0.85, stack.log("tracker")[-2000:]
     assert len(ids) == 1, f"the single face changed id: {ids}"
 
