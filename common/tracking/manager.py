@@ -27,7 +27,7 @@ follows it) moves with its predicted box between detections, for matching and di
 
 Schedule (`schedule`): the tracker measures what a detection costs (`detector_cost`, the
 detector's reported latency) and what each correlation-tracker update costs. When the
-detector keeps up with the camera or detecting is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
+detector has a core of its own, or detecting is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
 prediction between them) and a correlation tracker starts only on a face the detector
 missed, from the last image it was seen on, to bridge the miss. Otherwise every face is
 tracked and the adaptive interval applies.
@@ -58,7 +58,7 @@ from common.messages import Track
 from .association import associate, associate_by_centre, box_iou, iou_matrix
 from .interval import DetectInterval
 from .motion import ConstantVelocity
-from .schedule import CostSchedule
+from .schedule import CostSchedule, detector_has_own_core
 from .trackers import create_tracker
 
 log = logging.getLogger(__name__)
@@ -161,14 +161,16 @@ class TrackManager:
     last call (or None); `detector_cost(ms)` with each detection's measured latency. Ask
     `detect_interval` how often the detector should run. `fps` turns the config's seconds
     into frames; detections scoring `start_score` (the detector's `score_threshold`) or more
-    start tracks, lower ones (down to `cfg.low_score`) only keep them.
+    start tracks, lower ones (down to `cfg.low_score`) only keep them. `detector_core`: whether
+    the detector has a core of its own (default: measured, more than one CPU here).
     """
 
-    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5):
+    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5,
+                 detector_core: bool | None = None):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
         self.cfg, self.fps, self.start_score = cfg, fps, start_score
         self.max_lost = int(round(cfg.max_lost_s * fps))
-        self.costs = CostSchedule()
+        self.costs = CostSchedule(detector_has_own_core() if detector_core is None else detector_core)
         self._next_id = 1
         self.reset()
         self.counters: dict[str, int] = dict.fromkeys((
@@ -192,9 +194,9 @@ class TrackManager:
 
     @property
     def bridging(self) -> bool:
-        """True while detecting every frame is cheaper than tracking every face."""
+        """True while the detector should run on every frame it can (see `schedule`)."""
         return self.cfg.kind != "none" and self.cfg.adaptive and self.costs.detect_every_frame(
-            sum(tr.state != TENTATIVE for tr in self._tracks), 1000 / self.fps)
+            sum(tr.state != TENTATIVE for tr in self._tracks))
 
     @property
     def detect_interval(self) -> int:
