@@ -23,8 +23,10 @@ SMOOTHING = 0.1  # weight of the newest measurement in the running means
 
 
 def detector_has_own_core() -> bool:
-    """True when this process may run on more than one CPU (the detector can hold another)."""
-    return len(os.sched_getaffinity(0)) > 1
+    """True when the board has more than one CPU (the detector can hold one of its own).
+    The board's count, not this process's affinity: TVM's runtime pins the thread that
+    loads it, so a process running the detector (eval) sees one CPU."""
+    return (os.cpu_count() or 1) > 1
 
 
 class CostSchedule:
