@@ -15,11 +15,11 @@ A detection that a track in flight has already absorbed must not correct it twic
 correction is applied to the track's history from frame k on as well.
 
 Association, ByteTrack's two stages: detections scoring at least `start_score` (the
-detector's own `score_threshold`: what it calls a face) are matched
-first, by IoU + Hungarian at `match_iou`, then by centre distance for published tracks and
-detections IoU left unpaired (a face that turned, a tracker that drifted or froze); its gate
-(`rematch_dist` face sizes, so it scales with the face) widens by REMATCH_GROWTH per second
-the track went unseen (seconds: the same gate at 10 fps as at 30). Detections between
+detector's own `score_threshold`: what it calls a face) are matched first, by IoU +
+Hungarian at `match_iou`, then by centre distance for published tracks and detections IoU
+left unpaired (a face that turned, a tracker that drifted or froze); its gate (`rematch_dist`
+face sizes, so it scales with the face) widens by REMATCH_GROWTH per second the track went
+unseen (the same gate at 10 fps as at 30), up to REMATCH_MAX times. Detections between
 `low_score` and `start_score` then only keep published tracks left unmatched (a half-hidden
 face the detector is unsure of); they never start one. Each track has a constant-velocity
 Kalman filter (`motion`): a lost track (the detector missed it and no correlation tracker
@@ -27,18 +27,20 @@ follows it) moves with its predicted box between detections, for matching and di
 
 Schedule (`schedule`): the tracker measures what a detection costs (`detector_cost`, the
 detector's reported latency) and what each correlation-tracker update costs. When the
-detector has a core of its own, or detecting is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
-prediction between them) and a correlation tracker starts only on a face the detector
-missed, from the last image it was seen on, to bridge the miss. Otherwise every face is
-tracked and the adaptive interval applies.
+detector has a core of its own, or detecting is the cheaper, `detect_interval` is 1,
+matched faces keep their latest detection's box and a correlation tracker starts only on a
+face the detector missed, learnt on the last image it was confidently seen on, to bridge the
+miss. Otherwise every face is tracked and the adaptive interval applies.
 
 Track life: tentative until `min_hits` detections matched it (never published; dropped at
 its first unmatched detection), then confirmed. A tracker that reports failure, or whose box
-is mostly outside the image (a face leaving: no sliver glued to the edge), stops; its
+is mostly outside the image, stops; a track the detector misses while it touches the image
+border has left the view (no tracker is kept on it: no sliver glued to the edge). Such a
 track coasts on the Kalman prediction and is "lost" until a detection matches it again (with
-kind "none" a track the detector missed is lost). A lost track overlapping a confirmed one is
-not published. A track is ended after `max_lost_s` seconds without a matched detection; within that buffer a returning face keeps its ID, and
-a tracker that still follows a face the detector misses (occluded, turned away) keeps it
+kind "none" a track the detector missed is lost); a lost track overlapping a confirmed one,
+or mostly outside the image, is not published. A track is ended after `max_lost_s` seconds
+without a matched detection; within that buffer a returning face keeps its ID, and a
+tracker that still follows a face the detector misses (occluded, turned away) keeps it
 confirmed. Drift: at each detection, a matched track whose box at frame k overlaps its
 detection by less than `drift_iou` is re-initialised from the detection. Re-inits, tracker
 failures and new faces make the adaptive interval shrink (see `interval`).
