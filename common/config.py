@@ -102,7 +102,8 @@ class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_max: Positive = 10
     history: Positive = 64
     rematch_dist: NonNegativeFloat = 1.5
-    start_score: Fraction = 0.5
+    rematch_growth: NonNegativeFloat = 3.0
+    rematch_max: Annotated[float, Meta(ge=1)] = 2.0
     low_score: Fraction = 0.3
     threads: Positive = 1
 

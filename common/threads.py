@@ -12,13 +12,14 @@ import ctypes
 import logging
 import os
 import re
+import sys
 
 from common.config import Config
 
 log = logging.getLogger(__name__)
 
 ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-            "VECLIB_MAXIMUM_THREADS", "TVM_NUM_THREADS")
+            "VECLIB_MAXIMUM_THREADS", "TVM_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 # OpenBLAS setters as the wheels name them: plain, scipy's build, numpy's 64-bit-int build.
 _SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_")
 _GETTERS = ("openblas_get_num_threads", "scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_")
@@ -63,16 +64,17 @@ def blas_threads() -> dict[str, int]:
 
 
 def limit_threads(n: int) -> None:
-    """Hold OpenCV, OpenMP and every OpenBLAS of this process to `n` threads."""
-    import cv2  # here: a service that never loads OpenCV still gets the rest
-
+    """Hold OpenCV (if loaded: the broker and watchdog do not need its 40 MB; loaded later,
+    it reads OPENCV_FOR_THREADS_NUM), OpenMP and every OpenBLAS of this process to `n` threads."""
     for var in ENV_VARS:
         os.environ[var] = str(n)
-    cv2.setNumThreads(n)
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(n)
     for path in loaded_pool_libraries():
         _call_each(path, _SETTERS, ctypes.c_int(n))
         omp = getattr(ctypes.CDLL(path), "omp_set_num_threads", None)
         if omp is not None:
             omp(ctypes.c_int(n))
-    log.info("library thread pools held to %d (OpenCV %d, OpenBLAS %s)", n, cv2.getNumThreads(),
-             sorted(set(blas_threads().values())))
+    log.info("library thread pools held to %d (OpenCV %s, OpenBLAS %s)", n,
+             cv2.getNumThreads() if cv2 is not None else "not loaded", sorted(set(blas_threads().values())))

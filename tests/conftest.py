@@ -13,8 +13,9 @@ import zmq
 from common.bus import run_proxy
 from needs import data, under_ci
 
-# The sink harness's `stack` fixture (a real ring and publisher around sink subprocesses).
-pytest_plugins = ["sink_support"]
+# Fixtures of the harnesses: the sinks' `stack` (a real ring and publisher around sink
+# subprocesses), the tracking scenes' `faces` and `background` (real face crops, a real photo).
+pytest_plugins = ["sink_support", "scene_support"]
 
 
 @pytest.fixture(scope="session")

@@ -40,3 +40,20 @@ def test_tracker_and_detector_hold_every_pool_to_their_config():
     assert set(tracker["blas"].values()) == {1}, tracker
     detector = _probe("detector", "detector.threads=2", "tracker.threads=1")
     assert detector["cv2"] == 2 and set(detector["blas"].values()) == {2}, detector
+
+
+LATE = """
+import json, sys
+from common.service import run_service
+def main(ctx):
+    import cv2  # loaded after the limits were set, as the detector loads its runtime
+    print(json.dumps({"cv2": cv2.getNumThreads()}))
+sys.exit(run_service("detector", main, sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the libraries' default is already 1")
+def test_opencv_loaded_after_start_is_held_too():
+    out = subprocess.run([sys.executable, "-c", LATE, "--set", "detector.threads=1"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["cv2"] == 1

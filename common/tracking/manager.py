@@ -15,11 +15,11 @@ A detection that a track in flight has already absorbed must not correct it twic
 correction is applied to the track's history from frame k on as well.
 
 Association, ByteTrack's two stages: detections scoring at least `start_score` (the
-detector's own `score_threshold`: what it calls a face) are matched
-first, by IoU + Hungarian at `match_iou`, then by centre distance for published tracks and
-detections IoU left unpaired (a face that turned, a tracker that drifted or froze); its gate
-(`rematch_dist` face sizes, so it scales with the face) widens by REMATCH_GROWTH per second
-the track went unseen (seconds: the same gate at 10 fps as at 30). Detections between
+detector's own `score_threshold`: what it calls a face) are matched first, by IoU +
+Hungarian at `match_iou`, then by centre distance for published tracks and detections IoU
+left unpaired (a face that turned, a tracker that drifted or froze); its gate (`rematch_dist`
+face sizes, so it scales with the face) widens by REMATCH_GROWTH per second the track went
+unseen (the same gate at 10 fps as at 30), up to REMATCH_MAX times. Detections between
 `low_score` and `start_score` then only keep published tracks left unmatched (a half-hidden
 face the detector is unsure of); they never start one. Each track has a constant-velocity
 Kalman filter (`motion`): a lost track (the detector missed it and no correlation tracker
@@ -27,18 +27,20 @@ follows it) moves with its predicted box between detections, for matching and di
 
 Schedule (`schedule`): the tracker measures what a detection costs (`detector_cost`, the
 detector's reported latency) and what each correlation-tracker update costs. When the
-detector keeps up with the camera or detecting is the cheaper, `detect_interval` is 1, matched faces follow the detections (and the Kalman
-prediction between them) and a correlation tracker starts only on a face the detector
-missed, from the last image it was seen on, to bridge the miss. Otherwise every face is
-tracked and the adaptive interval applies.
+detector has a core of its own, or detecting is the cheaper, `detect_interval` is 1,
+matched faces keep their latest detection's box and a correlation tracker starts only on a
+face the detector missed, learnt on the last image it was confidently seen on, to bridge the
+miss. Otherwise every face is tracked and the adaptive interval applies.
 
 Track life: tentative until `min_hits` detections matched it (never published; dropped at
 its first unmatched detection), then confirmed. A tracker that reports failure, or whose box
-is mostly outside the image (a face leaving: no sliver glued to the edge), stops; its
+is mostly outside the image, stops; a track the detector misses while it touches the image
+border has left the view (no tracker is kept on it: no sliver glued to the edge). Such a
 track coasts on the Kalman prediction and is "lost" until a detection matches it again (with
-kind "none" a track the detector missed is lost). A lost track overlapping a confirmed one is
-not published. A track is ended after `max_lost_s` seconds without a matched detection; within that buffer a returning face keeps its ID, and
-a tracker that still follows a face the detector misses (occluded, turned away) keeps it
+kind "none" a track the detector missed is lost); a lost track overlapping a confirmed one,
+or mostly outside the image, is not published. A track is ended after `max_lost_s` seconds
+without a matched detection; within that buffer a returning face keeps its ID, and a
+tracker that still follows a face the detector misses (occluded, turned away) keeps it
 confirmed. Drift: at each detection, a matched track whose box at frame k overlaps its
 detection by less than `drift_iou` is re-initialised from the detection. Re-inits, tracker
 failures and new faces make the adaptive interval shrink (see `interval`).
@@ -58,14 +60,12 @@ from common.messages import Track
 from .association import associate, associate_by_centre, box_iou, iou_matrix
 from .interval import DetectInterval
 from .motion import ConstantVelocity
-from .schedule import CostSchedule
+from .schedule import CostSchedule, detector_has_own_core
 from .trackers import create_tracker
 
 log = logging.getLogger(__name__)
 
 TENTATIVE, CONFIRMED, LOST = "tentative", "confirmed", "lost"
-REMATCH_GROWTH = 3.0  # per second unseen: the centre-distance gate doubles after 1/3 s ...
-REMATCH_MAX = 2.0     # ... up to this many times rematch_dist (wider took the place of a face gone)
 MIN_INSIDE = 0.5      # a box with less of its area inside the image has left it
 EDGE_PX = 2.0         # a box this close to the image border touches it
 CROP_PAD = 1.5        # appearance kept for bridging: the box grown by this much each side (KCF's padding)
@@ -161,14 +161,16 @@ class TrackManager:
     last call (or None); `detector_cost(ms)` with each detection's measured latency. Ask
     `detect_interval` how often the detector should run. `fps` turns the config's seconds
     into frames; detections scoring `start_score` (the detector's `score_threshold`) or more
-    start tracks, lower ones (down to `cfg.low_score`) only keep them.
+    start tracks, lower ones (down to `cfg.low_score`) only keep them. `detector_core`: whether
+    the detector has a core of its own (default: measured, more than one CPU here).
     """
 
-    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5):
+    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5,
+                 detector_core: bool | None = None):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
         self.cfg, self.fps, self.start_score = cfg, fps, start_score
         self.max_lost = int(round(cfg.max_lost_s * fps))
-        self.costs = CostSchedule()
+        self.costs = CostSchedule(detector_has_own_core() if detector_core is None else detector_core)
         self._next_id = 1
         self.reset()
         self.counters: dict[str, int] = dict.fromkeys((
@@ -192,9 +194,9 @@ class TrackManager:
 
     @property
     def bridging(self) -> bool:
-        """True while detecting every frame is cheaper than tracking every face."""
+        """True while the detector should run on every frame it can (see `schedule`)."""
         return self.cfg.kind != "none" and self.cfg.adaptive and self.costs.detect_every_frame(
-            sum(tr.state != TENTATIVE for tr in self._tracks), 1000 / self.fps)
+            sum(tr.state != TENTATIVE for tr in self._tracks))
 
     @property
     def detect_interval(self) -> int:
@@ -303,13 +305,14 @@ class TrackManager:
 
     def _second_chance(self, matches, lone_tracks, new_dets, then, boxes):
         """Pair published tracks and detections that IoU left alone by centre distance; the
-        gate widens by REMATCH_GROWTH face sizes per second unseen (the longer a face was
+        gate widens by tracker.rematch_growth per second unseen (the longer a face was
         missed, the further it may have gone: turned away, walked behind something), up to
-        REMATCH_MAX times its start."""
+        tracker.rematch_max times its start."""
         published = [ti for ti in lone_tracks if self._tracks[ti].state != TENTATIVE]
         if not published or not new_dets or self.cfg.rematch_dist <= 0:
             return matches, lone_tracks, new_dets
-        gate = [self.cfg.rematch_dist * min(1 + REMATCH_GROWTH * self._tracks[ti].since_match / self.fps, REMATCH_MAX)
+        gate = [self.cfg.rematch_dist * min(1 + self.cfg.rematch_growth * self._tracks[ti].since_match / self.fps,
+                                            self.cfg.rematch_max)
                 for ti in published]
         extra, _, _ = associate_by_centre(np.array([then[ti] for ti in published]), boxes[new_dets], np.array(gate))
         extra = [(published[a], new_dets[b]) for a, b in extra]
