@@ -18,8 +18,8 @@ Association, ByteTrack's two stages: detections scoring at least `start_score` (
 detector's own `score_threshold`: what it calls a face) are matched first, by IoU +
 Hungarian at `match_iou`, then by centre distance for published tracks and detections IoU
 left unpaired (a face that turned, a tracker that drifted or froze); its gate (`rematch_dist`
-face sizes, so it scales with the face) widens by REMATCH_GROWTH per second the track went
-unseen (the same gate at 10 fps as at 30), up to REMATCH_MAX times. Detections between
+face sizes, so it scales with the face) widens by tracker.rematch_growth per second the track went
+unseen (the same gate at 10 fps as at 30), up to tracker.rematch_max times. Detections between
 `low_score` and `start_score` then only keep published tracks left unmatched (a half-hidden
 face the detector is unsure of); they never start one. Each track has a constant-velocity
 Kalman filter (`motion`): a lost track (the detector missed it and no correlation tracker
