@@ -21,6 +21,7 @@ import numpy as np
 
 from .dataset import DATA_DIR, Sample, datasets
 from .runtime import Detections, load_detector
+from .zoo import MODELS
 
 log = logging.getLogger("facetrack.models.accuracy")
 # Recall is also given by face width (gt box, pixels): small faces are what a wall camera sees.
@@ -111,7 +112,7 @@ def run(detector, samples: list[Sample]) -> list[Detections]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack eval-detector", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", choices=["short", "full"], default="full")
+    p.add_argument("--variant", choices=list(MODELS), default="full")
     p.add_argument("--backends", default="tvm,torchscript")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--score-threshold", type=float, default=0.5)
