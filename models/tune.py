@@ -228,7 +228,6 @@ def _valid(record) -> bool:
 
 def verify(db_dir: Path) -> dict:
     """Count workloads and valid records in a database; raise if it holds no valid record."""
-    from tvm.s_tir import meta_schedule as ms
 
     records = open_database(db_dir).get_all_tuning_records()
     valid = [r for r in records if _valid(r)]

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from models.build import (AARCH64_CC, BUILD_DIR, EM_AARCH64, ONNX_OPSET, _atomic, _digest, _quiet_stdout,
-                          check_elf, fuse_for_cpu, parse_targets, tvm_target)
+                          check_elf, parse_targets, tvm_target)
+from models.graph import GraphOptions, prepare
 
 from . import weights
 from .spec import INPUT_SIZE
@@ -28,7 +29,8 @@ NAME = "facerec"
 TVM_TARGETS = ("llvm", "aarch64")
 FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "llvm": "llvm.so", "aarch64": "aarch64.so"}
 INPUT_SHAPE = (1, 3, INPUT_SIZE, INPUT_SIZE)
-_CODE = [Path(__file__).resolve().parent / name for name in ("build.py", "net.py", "spec.py")]
+_CODE = [Path(__file__).resolve().parent / name for name in ("build.py", "net.py", "spec.py")] + [
+    Path(__file__).resolve().parents[1] / "graph.py"]  # the TVM passes it shares with the detector
 
 
 def artefact_path(artefact: str, build_dir: Path = BUILD_DIR) -> Path:
@@ -104,7 +106,7 @@ class Builder:
 
         target = tvm_target(artefact)
         mod = from_onnx(onnx.load(str(self.path("onnx"))), shape_dict={"input": list(INPUT_SHAPE)})
-        ex = tvm.compile(fuse_for_cpu(mod, target), target=target)
+        ex = tvm.compile(prepare(mod, target, GraphOptions(layout="NCHW", prepack=False)), target=target)
         fcompile = tvm.support.cc.cross_compiler(AARCH64_CC) if artefact == "aarch64" else None
         _atomic(path, lambda tmp: ex.export_library(str(tmp), fcompile=fcompile))
         if artefact == "aarch64":
