@@ -98,7 +98,7 @@ def test_faults_give_one_clear_line_each_and_lose_nothing_recorded(tmp_path):
 
         # 1. a bad config value: the detector names the key and stops at start
         faults.configure(detector={"every_n": 0})
-        found["bad config"] = faults.start_into_fault("detector", "detector.every_n", "must be > 0")
+        found["bad config"] = faults.start_into_fault("detector", "detector.every_n", "Expected `int` >= 1, got 0")
         # 2. a broken model file: truncated to 4 KB
         faults.configure()
         llvm = models / "full" / "llvm.so"
