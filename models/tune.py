@@ -1,7 +1,9 @@
 """`facetrack tune-model --trials N`: MetaSchedule tuning of the host llvm build.
 
-The database is kept in models/tuning/<variant>/ (committed; only the best record of each
-workload is kept, so it stays small) and applied by every later `build-model`. Two traps
+The database is kept in models/tuning/<variant>/<target>/ (committed; the target is the ISA of
+the CPU tuned for, models/cpu.py; only the best record of each workload is kept, so it stays
+small) and applied by every later `build-model` for that target. Candidates come from a
+single-thread design space (no parallel loops) of the graph models/graph.py makes. Two traps
 of TVM 0.27 on small machines are handled here:
 - MetaSchedule's LocalBuilder starts a fresh process pool for every batch, and each worker
   spends ~26 s importing tvm.s_tir.tensor_intrin: the default 30 s timeout makes every
