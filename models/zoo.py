@@ -12,6 +12,7 @@ until a network is asked for: the detector service runs compiled models without 
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ MODELS_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
-class DetectorModel:
+class DetectorModel(abc.ABC):
     """A face detector network and its post-processing."""
     name: str                      # also its build folder, models/build/<name>/
     input_size: int
@@ -35,17 +36,18 @@ class DetectorModel:
     def input_shape(self) -> tuple[int, int, int, int]:
         return (1, self.input_size, self.input_size, 3)
 
+    @abc.abstractmethod
     def weights_digest(self) -> str:
-        raise NotImplementedError
+        """sha256 of the weights the network is made from (part of the build's cache key)."""
 
+    @abc.abstractmethod
     def network(self):
         """The PyTorch network with its weights, in eval mode."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def detections(self, outputs, score_threshold: float, nms_iou: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs -> (boxes x1 y1 x2 y2, scores, keypoints (N, K, 2)) in input pixels."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

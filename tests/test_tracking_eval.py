@@ -106,7 +106,6 @@ def _short_copy(src: Path, dst: Path, frames: int, boxes: str | None = None) -> 
     return dst
 
 
-@pytest.mark.skipif(not (SEQ.parent / "OTB-FaceOcc1-A").exists(), reason="test data not present")
 def test_eval_runs_every_baseline_on_the_real_detector_and_saves_their_tracks(tmp_path, capsys):
     """`facetrack eval` end to end on 40 real frames: the default and the three baselines in
     one table, each setting's tracks saved as 1-based MOT face boxes that overlap the face."""
