@@ -8,19 +8,12 @@ import pytest
 
 from common.config import CaptureConfig
 from common.service import InputError
+from models.accuracy import iou_matrix
 from models.build import build
 from models.runtime import load_detector
 from models.weights import fetch
 from services.sources import open_source
 from services.sources.composed_faces import FaceScene, export
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each xyxy box in `a` with the one xyxy box `b`."""
-    w = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
-    inter = w * h
-    return inter / ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _xyxy(box) -> np.ndarray:
@@ -84,14 +77,14 @@ def test_detector_finds_the_faces_where_the_boxes_say(detector):
         truth = scene.boxes(k)
         matched = set()
         for b in (b for b in truth if b.visible >= 0.9):
-            iou = _iou(detections, _xyxy(b.box)) if len(detections) else np.zeros(0)
+            iou = iou_matrix(detections, _xyxy(b.box)[None])[:, 0] if len(detections) else np.zeros(0)
             if len(iou) and iou.max() >= 0.4:
                 found += 1
                 matched.add(int(iou.argmax()))
             else:
                 missed += 1
         for j in set(range(len(detections))) - matched:
-            if not any(_iou(detections[j:j + 1], _xyxy(b.box))[0] > 0.1 for b in truth):
+            if not any(iou_matrix(detections[j:j + 1], _xyxy(b.box)[None])[0, 0] > 0.1 for b in truth):
                 stray += 1
     assert found / (found + missed) >= 0.7, (found, missed)
     assert stray == 0
