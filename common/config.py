@@ -143,6 +143,15 @@ class SinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     threads: Positive = 1
 
 
+class SnapshotsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    margin: NonNegativeFloat = 0.25
+    jpeg_quality: JpegQuality = 90
+    better_view: Annotated[float, Meta(ge=1)] = 1.2
+    min_interval_s: NonNegativeFloat = 1.0
+    min_face_px: NonNegativeFloat = 24.0
+
+
 class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_s: PositiveFloat = 1.0
     release_heap_s: NonNegativeFloat = 10.0
@@ -186,6 +195,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tracker: TrackerConfig = msgspec.field(default_factory=TrackerConfig)
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     sink: SinkConfig = msgspec.field(default_factory=SinkConfig)
+    snapshots: SnapshotsConfig = msgspec.field(default_factory=SnapshotsConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)

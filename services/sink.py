@@ -25,6 +25,7 @@ from common.recent import RecentMap
 from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
+from services.sinks.snapshots import SnapshotBook
 
 log = logging.getLogger("sink")
 
@@ -50,8 +51,9 @@ def make_sink(kind: str, ctx: ServiceContext) -> Sink:
 class SinkLoop:
     """Pairs and dispatches one batch of bus messages at a time; keeps the counters."""
 
-    def __init__(self, ctx: ServiceContext, sink: Sink, reader: RingReader | None):
-        self.ctx, self.sink, self.reader = ctx, sink, reader
+    def __init__(self, ctx: ServiceContext, sink: Sink, reader: RingReader | None,
+                 snapshots: SnapshotBook | None = None):
+        self.ctx, self.sink, self.reader, self.snapshots = ctx, sink, reader, snapshots
         self.pairer = FramePairer(max(MIN_PAIRING, ctx.config.ring.slots))
         self.stale = 0
         self.failed = 0
@@ -83,13 +85,17 @@ class SinkLoop:
         if frame is None:
             return
         image = None
-        if self.reader is not None:
+        if self.sink.needs_pixels:
             image = self.reader.read(frame)
             if image is None:
                 self.stale += 1
                 return
         try:
-            self.sink.handle(Paired(frame, tracks, image, self.names))
+            if self.snapshots is not None:
+                pixels = (lambda: image) if image is not None else (lambda: self.reader.read(frame, copy=False))
+                for snapshot in self.snapshots.see(frame, tracks, pixels):
+                    self.sink.on_snapshot(snapshot)
+            self.sink.handle(Paired(frame, tracks, image, self.names, self.snapshots))
         except OSError as exc:  # a full disk, say: count it, keep going, log now and then
             self.failed += 1
             if self.failed == 1 or self.failed % 100 == 0:
@@ -105,6 +111,8 @@ class SinkLoop:
         stats.dropped = self.pairer.dropped + self.stale
         stats.errors = self.failed
         stats.extra.update(self.sink.stats())
+        if self.snapshots is not None:
+            stats.extra.update(self.snapshots.stats())
         stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
 
@@ -120,8 +128,9 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
     topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else [])
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
-    reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels else None
-    loop = SinkLoop(ctx, sink, reader)
+    snapshots = SnapshotBook.from_config(cfg) if sink.wants_snapshots and cfg.snapshots.enabled else None
+    reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels or snapshots else None
+    loop = SinkLoop(ctx, sink, reader, snapshots)
     try:
         while not ctx.stop.is_set():
             loop.batch(sub.batch(timeout_ms=100).messages)

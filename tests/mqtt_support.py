@@ -102,16 +102,27 @@ class Collector:
             self.connected.set()
 
     def _on_message(self, _c, _u, msg):
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError:  # raw bytes (the snapshot topic's JPEG)
+            payload = bytes(msg.payload)
         with self.lock:
-            self.messages.append((msg.topic, json.loads(msg.payload), time.time(), bool(msg.retain)))
+            self.messages.append((msg.topic, payload, time.time(), bool(msg.retain)))
 
     def select(self, suffix: str, stack: str | None = None) -> list[dict]:
+        """JSON payloads of topics containing `suffix` (of `stack`, when given)."""
         with self.lock:
-            return [p for t, p, _, _ in self.messages if suffix in t and (stack is None or p.get("stack") == stack)]
+            return [p for t, p, _, _ in self.messages
+                    if suffix in t and isinstance(p, dict) and (stack is None or p.get("stack") == stack)]
+
+    def raw(self, topic: str) -> list[tuple[bytes, bool]]:
+        """(payload, retained) of every non-JSON message on exactly `topic`."""
+        with self.lock:
+            return [(p, r) for t, p, _, r in self.messages if t == topic and isinstance(p, bytes)]
 
     def timed(self, suffix: str) -> list[tuple[dict, float]]:
         with self.lock:
-            return [(p, at) for t, p, at, _ in self.messages if suffix in t]
+            return [(p, at) for t, p, at, _ in self.messages if suffix in t and isinstance(p, dict)]
 
     def wait(self, pred, timeout: float = 15.0, what: str = "condition") -> None:
         end = time.monotonic() + timeout

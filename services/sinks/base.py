@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from common.messages import Identity, Metrics
     from common.service import ServiceContext
     from services.sinks.pairing import Paired
+    from services.sinks.snapshots import Snapshot
 
 
 class Sink(abc.ABC):
@@ -22,6 +23,8 @@ class Sink(abc.ABC):
     `latest_only`: when behind, only the newest frame is handed over, the rest skipped and
     counted (a viewer wants the present; a recorder wants every frame);
     `wants_metrics`: every service's Metrics message goes to `on_metrics`;
+    `wants_snapshots`: the loop keeps face snapshots (snapshots.py) for it, hands each new one to
+    `on_snapshot` before the frame it came from, and lets `Paired.snapshots` look them up;
     `options`: the sink process's command-line options (`--port`, `--out`) the kind uses.
     """
     registry: ClassVar[dict[str, type[Sink]]] = {}
@@ -29,6 +32,7 @@ class Sink(abc.ABC):
     needs_pixels: ClassVar[bool] = True
     latest_only: ClassVar[bool] = False
     wants_metrics: ClassVar[bool] = False
+    wants_snapshots: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs):
@@ -56,6 +60,9 @@ class Sink(abc.ABC):
 
     def on_metrics(self, msg: Metrics) -> None:
         """A service's metrics (only when `wants_metrics`)."""
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""
 
     def tick(self) -> None:
         """Called on every turn of the loop, frames or not: for work on a clock of the sink's own."""

@@ -4,6 +4,7 @@
   /stream.mjpg  multipart/x-mixed-replace JPEG frames with the tracks drawn
   /snapshot.jpg the newest annotated frame
   /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track)
+  /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
   /healthz      200 while frames arrive, 503 before the first or after 5 s without one
   /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
 
@@ -14,22 +15,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from common.config import SinkConfig
 from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
+from common.recent import RecentMap
 from services.sinks.base import Sink
 from services.sinks.drawing import colour_hex, draw_tracks
 from services.sinks.latest import LatestFrame
 from services.sinks.live_page import PAGE
 from services.sinks.pairing import Paired
+from services.sinks.snapshots import KEPT, Snapshot, find_on_disk, snapshot_dir
 
 log = logging.getLogger("sink.live")
 
 BOUNDARY = "frame"
+SNAPSHOT_PATH = re.compile(r"/snapshots/(\d{1,9})\.jpg")
 
 
 class _Server(ThreadingHTTPServer):
@@ -55,7 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
         route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
                  "/snapshot.jpg": self._snapshot, "/tracks.json": self._tracks, "/healthz": self._health,
                  "/metrics": self._metrics}
-        handler = route.get(self.path.split("?", 1)[0])
+        path = self.path.split("?", 1)[0]
+        handler = route.get(path)
+        if handler is None and SNAPSHOT_PATH.fullmatch(path):
+            handler = self._track_snapshot
         if handler is None:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
             return
@@ -81,6 +90,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain", b"no frame yet\n")
         else:
             self._send(HTTPStatus.OK, "image/jpeg", jpeg[1])
+
+    def _track_snapshot(self):
+        track_id = int(SNAPSHOT_PATH.fullmatch(self.path.split("?", 1)[0])[1])
+        jpeg = self.server.view.track_snapshot(track_id)
+        if jpeg is None:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain", b"no snapshot of that track\n")
+        else:
+            self._send(HTTPStatus.OK, "image/jpeg", jpeg)
 
     def _tracks(self):
         record = self.server.view.latest.record()
@@ -126,20 +143,24 @@ class _Handler(BaseHTTPRequestHandler):
 class LiveView(Sink, kind="live"):
     latest_only = True
     wants_metrics = True
+    wants_snapshots = True
     options = ("port",)
 
     @classmethod
     def from_context(cls, ctx) -> LiveView:
         cfg, port = ctx.config, ctx.args.port
         return cls(cfg.sink, cls.default_port(cfg) if port is None else port, cfg.stack.id,
-                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods))
+                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), snapshot_dir(cfg))
 
     @staticmethod
     def default_port(cfg) -> int:
         return cfg.sink.http_port
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics):
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, snapshots: Path):
         self.cfg = cfg  # host, JPEG quality, stale time, stream limit, client timeout
+        self.stack = stack
+        self.snapshot_dir = snapshots
+        self.snapshots: RecentMap = RecentMap(KEPT)  # track id -> JPEG of its best view
         self.host, self.port = cfg.http_host, port
         self.metrics_table = metrics
         self.latest = LatestFrame(cfg.jpeg_quality)
@@ -168,6 +189,20 @@ class LiveView(Sink, kind="live"):
 
     def on_metrics(self, msg) -> None:
         self.metrics_table.update(msg)
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshots.remember(snapshot.track_id, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
+
+    def track_snapshot(self, track_id: int) -> bytes | None:
+        """The newest snapshot of `track_id`: seen by this view, else saved by any sink before."""
+        jpeg = self.snapshots.get(track_id)
+        if jpeg is not None:
+            return jpeg
+        path = find_on_disk(self.snapshot_dir, self.stack, track_id)
+        try:
+            return None if path is None else path.read_bytes()
+        except OSError:  # removed by retention meanwhile
+            return None
 
     def stats(self) -> dict[str, float]:
         return {"clients": self.streams, "jpeg_encoded": self.latest.encoded, "jpeg_ms": self.latest.encode_ms}

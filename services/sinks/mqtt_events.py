@@ -9,6 +9,10 @@ Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`
   <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
   <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
   <prefix>/<stack>/metrics/<service>  QoS 0, every mqtt.metrics_interval_s: that stage's Metrics
+  <prefix>/<stack>/snapshot           retained, QoS 0: the newest face snapshot, raw JPEG bytes
+                                      (Frigate's convention; snapshots.py); track events name it
+                                      in `snapshot` ({"url", "file", "frame_id", "quality", "bytes"},
+                                      null when snapshots are off or none could be made yet)
 
 Every payload is one JSON object with `v` (payload version, now 1), `event`, `stack`, `t`
 (wall-clock seconds when published) and, for track events, `session` (random per sink start)
@@ -54,6 +58,10 @@ def metrics_topic(prefix: str, stack: str, service: str) -> str:
     return f"{prefix}/{stack}/metrics/{service}"
 
 
+def snapshot_topic(prefix: str, stack: str) -> str:
+    return f"{prefix}/{stack}/snapshot"
+
+
 @dataclass
 class TrackLife:
     """What the sink remembers of one live track."""
@@ -85,9 +93,17 @@ class TrackEvents:
     def __init__(self):
         self.live: dict[int, TrackLife] = {}
         self.last_frame_id: int | None = None
+        self.snapshot = lambda track_id: None
 
-    def tracks(self, msg: Tracks, source_pos: int | None = None, names=None) -> list[tuple[str, dict]]:
-        """Events of one Tracks message; `names`: track id -> name known so far (the sink loop's)."""
+    def _snapshot(self, track_id: int) -> dict | None:
+        found = self.snapshot(track_id)
+        return None if found is None else found.summary()
+
+    def tracks(self, msg: Tracks, source_pos: int | None = None, names=None,
+               snapshot=lambda track_id: None) -> list[tuple[str, dict]]:
+        """Events of one Tracks message; `names`: track id -> name known so far (the sink loop's);
+        `snapshot(track_id)`: its face snapshot, or None."""
+        self.snapshot = snapshot
         events = []
         if self.last_frame_id is not None and msg.frame_id < self.last_frame_id:
             events += self.end_all("restart")
@@ -105,7 +121,8 @@ class TrackEvents:
                 events.append(("started", {
                     "track_id": t.id, "frame_id": msg.frame_id, "source_pos": source_pos,
                     "t_capture": msg.t_capture, "t_tracked": msg.t_tracked,
-                    "box": [round(v, 1) for v in t.box], "score": round(t.score, 4), "name": life.name}))
+                    "box": [round(v, 1) for v in t.box], "score": round(t.score, 4), "name": life.name,
+                    "snapshot": self._snapshot(t.id)}))
             life.frames += 1
             life.see(msg.frame_id, msg.t_capture, list(t.box))
         for tid in [tid for tid in self.live if tid not in present]:
@@ -129,7 +146,7 @@ class TrackEvents:
             "track_id": tid, "reason": reason, "ended_frame_id": frame_id,
             "first_frame_id": life.first_frame_id, "last_frame_id": life.last_frame_id, "frames": life.frames,
             "t_first": life.t_first, "t_last": life.t_last, "duration_s": round(life.t_last - life.t_first, 4),
-            "best_face": life.best, "name": life.name})
+            "best_face": life.best, "name": life.name, "snapshot": self._snapshot(tid)})
 
 
 class MqttLink:
@@ -158,6 +175,7 @@ class MqttLink:
         self.connected = threading.Event()
         self.lock = threading.Lock()
         self.published = self.dropped = self.skipped = self.connects = 0
+        self.snapshots_published = self.snapshots_skipped = 0
         self._online_mid: int | None = None
 
     def _status_payload(self, state: str, reason: str) -> str:
@@ -203,6 +221,15 @@ class MqttLink:
             self.published += 1
         return True
 
+    def publish_snapshot(self, topic: str, jpeg: bytes) -> bool:
+        """The raw JPEG, retained, QoS 0 (a newer one replaces it anyway); skipped while offline."""
+        if not self.connected.is_set():
+            self.snapshots_skipped += 1
+            return False
+        self.client.publish(topic, jpeg, qos=0, retain=True)
+        self.snapshots_published += 1
+        return True
+
     def _not_sent(self, event: bool, why: str) -> bool:
         if not event:
             self.skipped += 1
@@ -235,6 +262,7 @@ class MqttLink:
 class MqttEvents(Sink, kind="mqtt"):
     needs_pixels = False
     wants_metrics = True
+    wants_snapshots = True
 
     @classmethod
     def from_context(cls, ctx) -> MqttEvents:
@@ -256,7 +284,10 @@ class MqttEvents(Sink, kind="mqtt"):
         self.link.start()
 
     def handle(self, paired: Paired) -> None:
-        self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names))
+        self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names, paired.snapshot))
+
+    def on_snapshot(self, snapshot) -> None:
+        self.link.publish_snapshot(snapshot_topic(self.prefix, self.stack), snapshot.jpeg)
 
     def on_identity(self, msg: Identity) -> None:
         self._emit(self.events.identity(msg))
@@ -292,7 +323,8 @@ class MqttEvents(Sink, kind="mqtt"):
         return {"events_started": self.counts["started"], "events_ended": self.counts["ended"],
                 "events_identified": self.counts["identified"], "events_published": link.published,
                 "events_pending": link.pending, "events_dropped": link.dropped,
-                "metrics_skipped": link.skipped, "mqtt_connected": float(link.connected.is_set()),
+                "metrics_skipped": link.skipped, "snapshots_published": link.snapshots_published,
+                "snapshots_skipped": link.snapshots_skipped, "mqtt_connected": float(link.connected.is_set()),
                 "mqtt_connects": link.connects, "live_tracks": len(self.events.live)}
 
     def close(self) -> None:

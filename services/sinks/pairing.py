@@ -10,20 +10,29 @@ tracks never come leave the dict silently: the gap in tracks ids has counted the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.messages import Frame, Tracks
 
+if TYPE_CHECKING:
+    from services.sinks.snapshots import Snapshot, SnapshotBook
+
 
 @dataclass
 class Paired:
     """One frame with its tracks; `image` is None for sinks that need no pixels. `names`:
-    track id -> the identity service's latest name for it (ids it never named are absent)."""
+    track id -> the identity service's latest name for it (ids it never named are absent);
+    `snapshots`: the loop's face snapshots (snapshots.py; None unless the sink wants them)."""
     frame: Frame
     tracks: Tracks
     image: np.ndarray | None = None
     names: dict[int, str] = field(default_factory=dict)
+    snapshots: SnapshotBook | None = None
+
+    def snapshot(self, track_id: int) -> Snapshot | None:
+        return None if self.snapshots is None else self.snapshots.get(track_id)
 
     def record(self, t_sink: float) -> dict:
         """The JSON form shared by the recorder's tracks.jsonl and the live view's /tracks.json."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -55,14 +56,15 @@ def blur_faces(image: np.ndarray, boxes, margin: float, blocks: int) -> np.ndarr
 
 
 class PrivacyView(LiveView, kind="privacy"):
-    """A live view whose faces are blurred (and whose names are never shown)."""
+    """A live view whose faces are blurred (and whose names are never shown, nor snapshots made)."""
+    wants_snapshots = False
 
     @staticmethod
     def default_port(cfg) -> int:
         return cfg.sink.privacy_port
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics):
-        super().__init__(cfg, port, stack, metrics)
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, snapshots: Path):
+        super().__init__(cfg, port, stack, metrics, snapshots)
         self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
         self.blurred = 0
 
@@ -71,6 +73,9 @@ class PrivacyView(LiveView, kind="privacy"):
         boxes = [t.box for t in paired.tracks.tracks]
         self.blurred += len(boxes)
         self.latest.put(blur_faces(paired.image, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
+
+    def track_snapshot(self, track_id: int) -> None:
+        return None  # faces stay private: /snapshots/ answers 404 here
 
     def stats(self) -> dict[str, float]:
         return {**super().stats(), "faces_blurred": self.blurred}

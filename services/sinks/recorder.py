@@ -49,6 +49,7 @@ def mot_lines(paired: Paired) -> str:
 
 class Recorder(Sink, kind="recorder"):
     needs_pixels = False
+    wants_snapshots = True  # saved beside the recordings (snapshots.py)
     options = ("out",)
 
     def __init__(self, directory: Path):

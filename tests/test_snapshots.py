@@ -1,0 +1,143 @@
+"""Face snapshots (services/sinks/snapshots.py): the best view of each track, made by real sink
+processes from real frames in the ring, saved on disk, served by the live view, published by the
+MQTT sink to a real mosquitto, and never made by the privacy view."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from common.config import SnapshotsConfig
+from common.messages import Frame, Track, Tracks
+from models.runtime import load_detector
+from mqtt_support import Collector, Mosquitto
+from services.sinks.snapshots import SnapshotBook, view_quality
+from sink_support import http_get
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector("full", "tvm", num_threads=1)
+
+
+def faces_in(detector, jpeg: bytes) -> int:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a JPEG"
+    return len(detector.detect(image).boxes)
+
+
+def snapshot_files(stack) -> list:
+    return sorted((stack.tmp / "records" / "snapshots").glob("*.jpg"))
+
+
+def _frame(k: int, w: int = 640, h: int = 480) -> Frame:
+    return Frame(stack="s", frame_id=k, slot=0, seq=2, ring_id=1, t_capture=1000.0 + k, width=w, height=h, source_pos=k)
+
+
+def _tracks(k: int, *tracks: Track) -> Tracks:
+    return Tracks(frame_id=k, t_capture=1000.0 + k, t_tracked=1000.0 + k, tracks=list(tracks))
+
+
+def test_book_keeps_the_best_view_and_reads_pixels_only_for_it(tmp_path):
+    book = SnapshotBook(SnapshotsConfig(min_interval_s=0.0, better_view=1.2), tmp_path, "s")
+    image = np.full((480, 640, 3), 128, np.uint8)
+    reads = []
+
+    def pixels():
+        reads.append(1)
+        return image
+
+    small = Track(id=3, box=[100, 100, 160, 160], score=0.9, state="confirmed")
+    similar = Track(id=3, box=[100, 100, 162, 162], score=0.9, state="confirmed")
+    large = Track(id=3, box=[100, 100, 220, 220], score=0.9, state="confirmed")
+    assert [s.track_id for s in book.see(_frame(0), _tracks(0, small), pixels)] == [3]
+    assert book.see(_frame(1), _tracks(1, similar), pixels) == [] and len(reads) == 1  # not 1.2x better
+    [better] = book.see(_frame(2), _tracks(2, large), pixels)
+    assert better.frame_id == 2 and better.quality == pytest.approx(120 * 0.9)
+    assert better.path.read_bytes() == better.jpeg and len(list(tmp_path.glob("*.jpg"))) == 1
+    # lost tracks and tiny faces make none; an ended track's snapshot is still found
+    lost = Track(id=4, box=[0, 0, 100, 100], score=0.9, state="lost")
+    tiny = Track(id=5, box=[0, 0, 10, 10], score=0.9, state="confirmed")
+    assert book.see(_frame(3), _tracks(3, lost, tiny), pixels) == []
+    assert book.get(3) is better and book.get(4) is None and book.get(5) is None
+
+
+def test_quality_counts_only_the_visible_part_of_a_face():
+    inside = Track(id=1, box=[0, 0, 100, 100], score=1.0, state="confirmed")
+    half_out = Track(id=1, box=[-50, 0, 50, 100], score=1.0, state="confirmed")
+    assert view_quality(inside, 640, 480) == pytest.approx(100)
+    assert view_quality(half_out, 640, 480) == pytest.approx(np.sqrt(50 * 100))
+
+
+def test_live_view_serves_and_saves_a_face_snapshot(stack, detector):
+    sink = stack.sink("--kind", "live", "--port", "0")
+    url = sink.url()
+    stack.publish_until(lambda: http_get(url + "snapshots/1.jpg")[0] == 200)
+    status, jpeg, content_type = http_get(url + "snapshots/1.jpg")
+    assert content_type == "image/jpeg"
+    assert faces_in(detector, jpeg) >= 1, "the snapshot shows no face"
+    files = snapshot_files(stack)
+    assert files and all(f.name.startswith(f"{stack.stack_id}-") and f.name.endswith("-1.jpg") for f in files)
+    assert faces_in(detector, files[-1].read_bytes()) >= 1
+    assert http_get(url + "snapshots/7.jpg")[0] == 404  # track 7 is only ever lost
+    assert http_get(url + "snapshots/x.jpg")[0] == 404
+    made = stack.wait_metrics("sink-live", lambda m: m.extra.get("snapshots_made", 0) >= 1)
+    assert made.extra["snapshot_write_errors"] == 0
+
+
+def test_a_restarted_live_view_serves_snapshots_from_disk(stack):
+    first = stack.sink("--kind", "live", "--port", "0")
+    url = first.url()
+    stack.publish_until(lambda: http_get(url + "snapshots/1.jpg")[0] == 200)
+    saved = snapshot_files(stack)[-1].read_bytes()
+    first.stop()
+    second = stack.sink("--kind", "live", "--port", "0", "--set=snapshots.enabled=false")
+    assert http_get(second.url() + "snapshots/1.jpg")[1] == saved
+
+
+@pytest.mark.parametrize("args", [("--kind", "privacy", "--port", "0"),
+                                  ("--kind", "live", "--port", "0", "--set=snapshots.enabled=false")],
+                         ids=["privacy-view", "switched-off"])
+def test_no_snapshot_is_made(stack, args):
+    sink = stack.sink(*args)
+    url = sink.url()
+    stack.publish_until(lambda: (http_get(url + "tracks.json")[0] == 200))
+    stack.publish_n(30)
+    service = f"sink-{args[1]}"
+    metrics = stack.wait_metrics(service, lambda m: m.frames_out >= 20)
+    assert "snapshots_made" not in metrics.extra
+    assert http_get(url + "snapshots/1.jpg")[0] == 404
+    assert snapshot_files(stack) == []
+
+
+def test_mqtt_sink_publishes_the_snapshot_and_names_it_in_events(stack, tmp_path, detector):
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    collector = Collector(broker.port, topic="facetrack/#")
+    try:
+        sink = stack.sink("--kind", "mqtt", f"--set=mqtt.port={broker.port}",
+                          f"--set=mqtt.client_id=sink-{stack.stack_id}")
+        sink.wait_log("connected to MQTT broker")
+        topic = f"facetrack/{stack.stack_id}/snapshot"
+        stack.publish_until(lambda: collector.raw(topic) and collector.select("tracks/started", stack.stack_id))
+        [started] = collector.select("tracks/started", stack.stack_id)
+        assert started["track_id"] == 1 and started["snapshot"]["url"] == "/snapshots/1.jpg"
+        assert (stack.tmp / "records" / "snapshots" / started["snapshot"]["file"]).is_file()
+        jpeg, _ = collector.raw(topic)[0]
+        assert faces_in(detector, jpeg) >= 1
+        # retained: a client that subscribes later still gets the newest snapshot
+        late = Collector(broker.port, topic=topic, persistent=False)
+        try:
+            late.wait(lambda: late.raw(topic), what="retained snapshot")
+            assert late.raw(topic)[0][1] is True
+        finally:
+            late.close()
+        # the track ends: the ended event names the same snapshot file
+        stack.tracks_for = lambda pos: []
+        stack.publish_until(lambda: collector.select("tracks/ended", stack.stack_id))
+        [ended] = collector.select("tracks/ended", stack.stack_id)
+        assert ended["snapshot"]["file"] == started["snapshot"]["file"]  # one file per track, replaced by better views
+        assert ended["snapshot"]["quality"] >= started["snapshot"]["quality"]
+        assert sink.proc.poll() is None
+    finally:
+        collector.close()
+        broker.stop()
