@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MODEL = "dlib-resnet-face-api-1.7.15"  # what produced the descriptors (models/facerec)
 DIM = 128
 UNKNOWN = "unknown"
+CHECKPOINT_TRIES = 20  # 0.1 s apart: how long a removal waits for a reader of a WAL gallery
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faces (
@@ -131,10 +132,24 @@ class Gallery:
         try:
             with self.db:
                 removed = self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a WAL gallery: the old pages leave the -wal file
+            self._checkpoint()
             return removed
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def _checkpoint(self) -> None:
+        """A WAL gallery: fold the -wal file (old pages, the deleted faces too) into the file and truncate it.
+
+        A reader in the middle of a read holds the old pages: wait a little for it (the identity
+        service reads in milliseconds), then say so. A rollback-journal gallery has nothing to do.
+        """
+        for _ in range(CHECKPOINT_TRIES):
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.1)
+        log.warning("gallery %s: a reader keeps it open; the removed faces stay in %s-wal until it lets go",
+                    self.path, self.path.name)
 
     def entries(self) -> list[Entry]:
         try:

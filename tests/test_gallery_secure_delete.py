@@ -70,3 +70,16 @@ def test_removed_faces_leave_no_bytes_in_the_files(tmp_path, journal):
     assert all(d.tobytes() in after for d in kept) and KEPT.encode() in after
     assert reader.execute("SELECT DISTINCT name FROM faces").fetchall() == [(KEPT,)]
     reader.close()
+
+
+def test_removal_beside_an_open_connection_leaves_no_bytes_in_the_wal(tmp_path):
+    """An open connection in the same process keeps the -wal file past the writer's close: the checkpoint empties it."""
+    path = tmp_path / "gallery.sqlite"
+    reader, removed, kept = two_people(path, "wal")
+    with Gallery(path) as gallery:
+        assert gallery.remove(REMOVED) == 3
+    assert (tmp_path / "gallery.sqlite-wal").stat().st_size == 0
+    after = gallery_bytes(path)
+    assert not any(d.tobytes() in after for d in removed) and REMOVED.encode() not in after
+    assert all(d.tobytes() in after for d in kept)
+    reader.close()
