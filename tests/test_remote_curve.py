@@ -5,9 +5,9 @@ authorized detector keys; `services.remote_detector` runs as its own process, re
 TCP relay that records every byte the board sends it. Checked: a key not in the directory gets
 no frame and is logged once on the board however often it retries; put in the directory, the
 same detector gets frames and its detections reach the board's bus; taken out, its messages are
-dropped; a client with another unknown key, or without CURVE at all, gets nothing; the bytes on
-the wire hold no JPEG header. And the refusals at start: a non-loopback endpoint without keys,
-a secret key readable by others.
+dropped; a client with another unknown key, without CURVE at all, or with a wrong board key gets
+nothing; the bytes on the wire hold no JPEG header. And the refusals at start: a non-loopback
+endpoint without keys, a secret key readable by others.
 """
 from __future__ import annotations
 
@@ -139,9 +139,11 @@ def test_only_authorized_keys_get_frames_and_the_wire_is_encrypted(tmp_path, key
         detections = Subscriber(stack.config.bus.subscribe, [Detections.TOPIC], hwm=10000)
         try:
             # While the detector loads its model: an unknown key (twice, as a reconnecting client
-            # would) and a client without CURVE ask for frames and get none.
+            # would), a client without CURVE and one with a wrong board key ask for frames and get none.
             board_key = zmq.auth.load_certificate(board_pub)[0]
-            intruders = [dealer(endpoint, stranger, board_key), dealer(endpoint), dealer(endpoint, stranger, board_key)]
+            wrong_board = zmq.curve_keypair()[0]
+            intruders = [dealer(endpoint, stranger, board_key), dealer(endpoint), dealer(endpoint, stranger, board_key),
+                         dealer(endpoint, stranger, wrong_board)]
             assert frames_within(intruders, 4.0) == 0
             for sock in intruders:
                 sock.close(0)
@@ -195,7 +197,7 @@ def test_a_forwarded_frame_is_a_jfif_jpeg():
     assert encode_frame(image, frame, 85, 0).jpeg.startswith(JFIF)
 
 
-def run_service(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "FACETRACK_CONFIG": str(ROOT / "configs" / "default.yaml")})
 
@@ -209,7 +211,7 @@ def error_lines(out: subprocess.CompletedProcess) -> list[str]:
     ("services.remote_detector", ["--connect", "tcp://192.0.2.1:{port}"]),
 ])
 def test_plain_beyond_loopback_refuses_to_start(module, args, free_port):
-    out = run_service(module, *[a.format(port=free_port) for a in args])
+    out = run_module(module, *[a.format(port=free_port) for a in args])
     assert out.returncode == 3, out.stderr
     (line,) = error_lines(out)
     assert "detector.remote_key is empty" in line and "facetrack keys new" in line and "remote_insecure" in line
@@ -219,7 +221,7 @@ def test_a_secret_key_readable_by_others_is_refused(tmp_path, keys, free_port):
     made, authorized = keys
     secret = made["board"][1]
     secret.chmod(0o644)
-    out = run_service("services.detector", f"--set=detector.remote=tcp://0.0.0.0:{free_port}",
+    out = run_module("services.detector", f"--set=detector.remote=tcp://0.0.0.0:{free_port}",
                       f"--set=detector.remote_key={secret}", f"--set=detector.remote_authorized_dir={authorized}")
     assert out.returncode == 3, out.stderr
     (line,) = error_lines(out)
