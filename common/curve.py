@@ -227,7 +227,7 @@ def connect_securely(sock: zmq.Socket, det: DetectorConfig, endpoint: str) -> by
 
 
 def create_keys(directory: Path, name: str) -> tuple[Path, Path]:
-    """NAME.key (0644) and NAME.key_secret (0600) in `directory` (made 0700); existing files are kept."""
+    """NAME.key (0644) and NAME.key_secret (0600) in `directory` (made 0700 if missing); existing files are kept."""
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     for file in (public, secret):
         if file.exists():

@@ -5,7 +5,7 @@
     facetrack keys list keys/detectors           # the public keys in a directory (what the board serves)
 
 NAME.key is the public key (give it to the other side), NAME.key_secret the secret one (mode
-0600, never leaves its host); DIR is made 0700. The exchange: board.key goes to every detector
+0600, never leaves its host); a missing DIR is made 0700. The exchange: board.key goes to every detector
 host (its detector.remote_board_key), each detector's NAME.key into the board's
 detector.remote_authorized_dir; a key file is never overwritten (remove it first).
 """

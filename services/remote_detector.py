@@ -87,9 +87,10 @@ class _Channel:
                               "the board's detector.remote_authorized_dir; trying again every %g s", self.endpoint,
                               self.public.decode() if self.public else "(none: plain)", RETRY_S)
                 else:
-                    log.error("handshake with the board at %s failed (ZMQ protocol error 0x%x): is "
-                              "detector.remote_board_key that board's key, and do both sides use keys? "
-                              "trying again every %g s", self.endpoint, event["value"], RETRY_S)
+                    why = (f"ZMQ protocol error 0x{event['value']:x}" if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                           else "the board closed the connection")
+                    log.error("handshake with the board at %s failed (%s): is detector.remote_board_key that "
+                              "board's key, and do both sides use keys? trying again", self.endpoint, why)
         if self._retry_at is not None and time.monotonic() >= self._retry_at:
             self._retry_at = None
             self._close()
