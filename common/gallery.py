@@ -6,8 +6,9 @@ by the file's mtime and size (the rollback journal is kept, not WAL, so every co
 the main file). Removing a person really deletes their faces: `secure_delete` overwrites the
 freed bytes with zeros, and a gallery someone switched to WAL is checkpointed and its -wal file
 truncated after the delete, so no descriptor of theirs is left in any of the gallery's files.
-The file and its journals are mode 0600 (faces are personal data). The descriptor model's name is stored with the faces: descriptors of
-another model are not comparable, so such a gallery is refused rather than silently wrong.
+The file and its journals are mode 0600 (faces are personal data). The descriptor model's
+name is stored with the faces: descriptors of another model are not comparable, so such a
+gallery is refused rather than silently wrong.
 Any problem with the file becomes a GalleryError of one line.
 """
 from __future__ import annotations
