@@ -16,9 +16,9 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed
 .PHONY: run test lint test-slow setup apt apt-arm model js bench check-aarch64 clean
 
 run: setup model
-	@mkdir -p run/logs
+	@install -d -m 0700 run run/logs
 	@$(PY) -c "from common.config import load_config as l; c=l(); print(f'facetrack: live view at http://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
-	$(VENV)/bin/supervisord -n -c supervisord.conf
+	umask 077 && $(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: lint apt model js
 	$(PY) -m pytest $(PYTEST_ARGS)

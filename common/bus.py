@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,9 @@ MALFORMED_LOG_S = 5.0  # at most one summary line of malformed messages this oft
 
 
 def ensure_ipc_dir(endpoint: str) -> None:
-    """ipc:// endpoints need their directory to exist before bind/connect."""
+    """ipc:// endpoints need their directory to exist before bind/connect (made 0700 when missing)."""
     if endpoint.startswith("ipc://"):
-        Path(endpoint[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(endpoint[len("ipc://"):]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def remove_stale_ipc(endpoint: str) -> None:
@@ -50,6 +51,8 @@ def run_proxy(publish: str, subscribe: str, hwm: int, ctx: zmq.Context | None = 
         remove_stale_ipc(endpoint)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):  # who may connect may read every message: the owner only
+            os.chmod(endpoint[len("ipc://"):], 0o600)
     log.info("proxy up: publish %s -> subscribe %s (hwm %d)", publish, subscribe, hwm)
     try:
         zmq.proxy(frontend, backend)

@@ -89,6 +89,10 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     remote: Annotated[str, Meta(pattern=r"^(|tcp://.+)$", description='"" or tcp://HOST:PORT')] = ""
     remote_jpeg_quality: JpegQuality = 85
     remote_max_side: NonNegative = 0
+    remote_key: str = ""
+    remote_authorized_dir: str = ""
+    remote_board_key: str = ""
+    remote_insecure: bool = False
 
 
 class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -3,8 +3,12 @@
 Written by `facetrack enroll` / `facetrack gallery`, read by the identity service, possibly
 at the same time: SQLite's locking keeps both sides whole, and the service notices a change
 by the file's mtime and size (the rollback journal is kept, not WAL, so every commit touches
-the main file). The descriptor model's name is stored with the faces: descriptors of
-another model are not comparable, so such a gallery is refused rather than silently wrong.
+the main file). Removing a person really deletes their faces: `secure_delete` overwrites the
+freed bytes with zeros, and a gallery someone switched to WAL is checkpointed and its -wal file
+truncated after the delete, so no descriptor of theirs is left in any of the gallery's files.
+The file and its journals are mode 0600 (faces are personal data). The descriptor model's
+name is stored with the faces: descriptors of another model are not comparable, so such a
+gallery is refused rather than silently wrong.
 Any problem with the file becomes a GalleryError of one line.
 """
 from __future__ import annotations
@@ -18,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common.permissions import private_file
+
 log = logging.getLogger(__name__)
 
 MODEL = "dlib-resnet-face-api-1.7.15"  # what produced the descriptors (models/facerec)
 DIM = 128
 UNKNOWN = "unknown"
+CHECKPOINT_TRIES = 20  # 0.1 s apart: how long a removal waits for a reader of a WAL gallery
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faces (
@@ -80,10 +87,15 @@ class Gallery:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise GalleryError(f"gallery {self.path}: no such file (enrol someone with `facetrack enroll`)")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if create:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_file(self.path)  # SQLite gives its journal files the database's mode
+        except OSError as e:
+            raise GalleryError(f"gallery {self.path}: cannot create ({e.strerror})") from None
         self.db = sqlite3.connect(self.path, timeout=5.0)
         try:
+            self.db.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
             if row is None:
@@ -117,12 +129,28 @@ class Gallery:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
 
     def remove(self, name: str) -> int:
-        """Delete every face of `name`; returns how many were deleted."""
+        """Delete every face of `name`, leaving none of their bytes in the files; returns how many were deleted."""
         try:
             with self.db:
-                return self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
+                removed = self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
+            self._checkpoint()
+            return removed
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def _checkpoint(self) -> None:
+        """A WAL gallery: fold the -wal file (old pages, the deleted faces too) into the file and truncate it.
+
+        A reader in the middle of a read holds the old pages: wait a little for it (the identity
+        service reads in milliseconds), then say so. A rollback-journal gallery has nothing to do.
+        """
+        for _ in range(CHECKPOINT_TRIES):
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.1)
+        log.warning("gallery %s: a reader keeps it open; the removed faces stay in %s-wal until it lets go",
+                    self.path, self.path.name)
 
     def entries(self) -> list[Entry]:
         try:

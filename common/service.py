@@ -3,7 +3,8 @@
 `run_service("tracker", main)` parses `--config/--set`, loads and validates the config
 (a bad one stops the process with one line naming the key, exit code 2), logs one line per
 event with the service name, turns SIGTERM/SIGINT into a clean stop, and hands `main` a
-`ServiceContext` with the config, a publisher and a metrics reporter.
+`ServiceContext` with the config, a publisher and a metrics reporter. What a service creates
+is its user's only (umask 077, the run directory 0700: common/permissions.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from common.bus import Publisher
 from common.config import Config, ConfigError, load_config
 from common.heap import release_free_heap
 from common.messages import Latency, Metrics
+from common.permissions import PRIVATE_UMASK, private_dir
 from common.threads import limit_threads, service_threads
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,7 @@ class ServiceContext:
 
 def run_service(name: str, main, argv: list[str] | None = None, add_args=None) -> int:
     """Run `main(ctx)` as service `name`; returns the process exit code."""
+    os.umask(PRIVATE_UMASK)  # sockets, records, rings, directories: owner only, whoever started it
     setup_logging(name)
     parser = argparse.ArgumentParser(prog=f"facetrack-{name}")
     parser.add_argument("--config", help="stack config (default: $FACETRACK_CONFIG or configs/default.yaml)")
@@ -190,6 +193,11 @@ def run_service(name: str, main, argv: list[str] | None = None, add_args=None) -
         log.error("%s", exc)
         return EXIT_CONFIG
     limit_threads(service_threads(name, config))
+    try:
+        private_dir(config.run_dir)
+    except OSError as exc:
+        log.error("stack.run_dir %s: cannot make it private (%s)", config.run_dir, exc.strerror)
+        return EXIT_CONFIG
     ctx = ServiceContext(name=name, config=config, args=args)
 
     def _stop(signum, _frame):

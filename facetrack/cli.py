@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
     "events": ("facetrack.events", "every stack's MQTT events on the broker, one JSON object per line"),
     "remote-detector": ("services.remote_detector", "run the detector for a board's detector.remote endpoint"),
+    "keys": ("facetrack.keys_cli", "CURVE keys of the remote-detector link: keys new NAME --dir D | keys list D"),
     "bench events": ("facetrack.bench_events", "track start -> MQTT event latency p50/p99, one JSON object"),
     "bench detector": ("models.bench", "detector latency per backend, one JSON object"),
     "bench identity": ("models.facerec.bench", "face embedding latency per backend, one JSON object"),

@@ -16,7 +16,9 @@ frame, exactly as the local detector takes the newest one from the bus. The ever
 (detector.every_n, then the tracker's `detect_every`) is applied here, before encoding, so
 frames the detector would skip are never encoded nor sent. Several remote detectors may
 connect: each free one gets the next eligible frame. The bus stays local (ipc); only this
-endpoint is exposed.
+endpoint is exposed, and with `detector.remote_key` it speaks CURVE (common/curve.py): only the
+detector keys of `detector.remote_authorized_dir` get through the handshake, and a request is
+served only while its sender's key (ZMQ's User-Id of the message) is still listed there.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ import time
 
 import cv2
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common.bus import Batch, Subscriber
+from common.curve import DetectorGate, serve_securely
 from common.frame_ring import RingReader
 from common.messages import (Detections, EncodedFrame, Frame, FrameRequest, MessageError, Metrics, Tracks,
                              decode, encode)
@@ -51,6 +55,42 @@ def encode_frame(image, frame: Frame, quality: int, max_side: int) -> EncodedFra
                         jpeg=buf.tobytes())
 
 
+class _HandshakeFailures:
+    """Clients that fail the handshake before ZAP (no CURVE at all, a wrong board key): counted, logged once."""
+
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+    def __init__(self, router: zmq.Socket):
+        self.sock = router.get_monitor_socket(self.EVENTS)
+        self.count = 0
+
+    def drain(self) -> None:
+        while self.sock.poll(0):
+            event = recv_monitor_message(self.sock)
+            self.count += 1
+            if self.count == 1:
+                log.warning("a client failed the CURVE handshake on %s (ZMQ protocol error 0x%x: no CURVE, or not "
+                            "this board's key); later ones are counted, not logged (remote_handshake_failed)",
+                            event["endpoint"].decode(), event["value"])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def _served(gate: DetectorGate | None, user_id: str | None, refused: set) -> bool:
+    """Whether a request's sender may have frames: its key is still authorized (always, when plain)."""
+    if gate is None or user_id is None:
+        return gate is None
+    if gate.keys.name_of(user_id.encode()) is not None:
+        refused.discard(user_id)
+        return True
+    if user_id not in refused:
+        refused.add(user_id)
+        log.warning("remote detector key %s is no longer in %s: its messages are dropped, no frames for it", user_id,
+                    gate.keys.directory)
+    return False
+
+
 def serve(ctx: ServiceContext) -> None:
     ctx.name = "forwarder"  # its metrics; the remote detector's own come as "detector"
     cfg = ctx.config
@@ -60,12 +100,22 @@ def serve(ctx: ServiceContext) -> None:
     router.setsockopt(zmq.SNDHWM, SEND_HWM)
     router.setsockopt(zmq.RCVHWM, 100)
     router.setsockopt(zmq.LINGER, 0)
+    gate = failures = None
     try:
+        gate = serve_securely(router, det)  # before bind: no client may slip in plain
+        failures = _HandshakeFailures(router) if gate else None
         router.bind(det.remote)
-    except zmq.ZMQError as exc:
+    except (InputError, zmq.ZMQError) as exc:
+        if failures is not None:
+            failures.close()
         router.close(0)
+        if gate is not None:
+            gate.stop()
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"detector.remote {det.remote}: cannot bind ({exc})") from None
-    log.info("remote detector mode: forwarding JPEG frames on %s (quality %d, max side %s)", det.remote,
+    log.info("remote detector mode: forwarding JPEG frames on %s (%s; quality %d, max side %s)", det.remote,
+             f"CURVE, detector keys of {gate.keys.directory}" if gate else "plain, no keys",
              det.remote_jpeg_quality, det.remote_max_side or "full")
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
@@ -78,17 +128,28 @@ def serve(ctx: ServiceContext) -> None:
     newest: Frame | None = None
     last_sent: int | None = None
     counters = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
-                "remote_waiting": 0, "encode_ms": 0.0}
+                "remote_waiting": 0, "encode_ms": 0.0, "remote_denied": 0, "remote_handshake_failed": 0}
+    refused: set[str] = set()
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
             events = dict(poller.poll(200))
+            if gate is not None:
+                if not gate.alive():
+                    raise RuntimeError("the ZAP authenticator thread is gone: no detector can connect")
+                failures.drain()
+                counters.update(remote_denied=gate.denied, remote_handshake_failed=failures.count)
             if router in events:
                 while True:
                     try:
-                        peer, *parts = router.recv_multipart(zmq.NOBLOCK)
+                        peer, *parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    user_id = parts[0].get("User-Id") if gate is not None and parts else None
+                    peer, parts = peer.bytes, [p.bytes for p in parts]
+                    if not _served(gate, user_id, refused):  # a key taken out of the directory
+                        waiting.pop(peer, None)
+                        continue
                     try:
                         msg = decode(parts)
                     except MessageError as exc:
@@ -136,4 +197,8 @@ def serve(ctx: ServiceContext) -> None:
     finally:
         sub.close()
         reader.close()
+        if failures is not None:
+            failures.close()
         router.close(0)
+        if gate is not None:
+            gate.stop()

@@ -10,6 +10,11 @@ this host's config) and sends Detections back, boxes and keypoints in the board 
 then asks again. Its metrics (service "detector") go back the same way, so the board's monitor
 shows it. Nothing else of the board is reached: no bus, no ring. t_in/t_out are this host's
 clock. When the board goes away it asks again every REQUEST_S until it comes back.
+
+With `detector.remote_key` (this detector's NAME.key_secret) and `detector.remote_board_key`
+(the board's board.key) the link is CURVE (common/curve.py): encrypted, and only to that board.
+A board that refuses this detector's key (not in its authorized directory yet) is logged once
+and asked again every RETRY_S: ZeroMQ itself does not reconnect after a refused handshake.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import time
 import cv2
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from common.curve import connect_securely
 from common.messages import Detections, EncodedFrame, FrameRequest, MessageError, decode, encode
 from common.service import MetricsReporter, ServiceContext, run_service
 from services.detector import load
@@ -30,17 +37,64 @@ from services.detector import load
 log = logging.getLogger("remote-detector")
 
 REQUEST_S = 2.0  # no frame this long after asking: ask again (the board restarted, or lost the credit)
+RETRY_S = 5.0  # after a failed handshake (key refused, wrong board key): connect again this much later
+HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 class _Channel:
-    """A DEALER connected to the board's forwarder; `send(msg)` for MetricsReporter too."""
+    """A DEALER connected to the board's forwarder; `send(msg)` for MetricsReporter too.
 
-    def __init__(self, endpoint: str):
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 16)
-        self.sock.setsockopt(zmq.RCVHWM, 4)
-        self.sock.connect(endpoint)
+    `check()` reads the handshake events: after a failed one the socket is made again
+    RETRY_S later (each failure's cause is logged once until a handshake succeeds).
+    """
+
+    def __init__(self, endpoint: str, det):
+        self.endpoint, self.det = endpoint, det
+        self.sock = self._monitor = None
+        self._retry_at: float | None = None
+        self._logged: set[int] = set()
+        self._open()
+
+    def _open(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 16)
+        sock.setsockopt(zmq.RCVHWM, 4)
+        try:
+            self.public = connect_securely(sock, self.det, self.endpoint)
+        except Exception:
+            sock.close(0)
+            raise
+        self._monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+        sock.connect(self.endpoint)
+        self.sock = sock
+
+    def check(self) -> None:
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self._logged or self._retry_at is None:
+                    log.info("connected to the board at %s (%s)", self.endpoint,
+                             "CURVE" if self.public else "plain, not encrypted")
+                self._logged.clear()
+                continue
+            self._retry_at = time.monotonic() + RETRY_S
+            if event["event"] not in self._logged:
+                self._logged.add(event["event"])
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    log.error("the board at %s refused this detector's key %s: put this detector's NAME.key in "
+                              "the board's detector.remote_authorized_dir; trying again every %g s", self.endpoint,
+                              self.public.decode() if self.public else "(none: plain)", RETRY_S)
+                else:
+                    why = (f"ZMQ protocol error 0x{event['value']:x}" if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                           else "the board closed the connection")
+                    log.error("handshake with the board at %s failed (%s): is detector.remote_board_key that "
+                              "board's key, and do both sides use keys? trying again", self.endpoint, why)
+        if self._retry_at is not None and time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            self._close()
+            self._open()
 
     def send(self, msg) -> None:
         try:
@@ -48,8 +102,12 @@ class _Channel:
         except zmq.Again:
             pass  # the board is away; the request is repeated, metrics come again
 
-    def close(self) -> None:
+    def _close(self) -> None:
+        self._monitor.close(0)
         self.sock.close(0)
+
+    def close(self) -> None:
+        self._close()
 
 
 def detect_encoded(detector, msg: EncodedFrame) -> tuple[list, list, list] | None:
@@ -71,8 +129,12 @@ def detect_encoded(detector, msg: EncodedFrame) -> tuple[list, list, list] | Non
 
 def serve(ctx: ServiceContext) -> None:
     endpoint = ctx.args.connect
-    detector = load(ctx)
-    channel = _Channel(endpoint)
+    channel = _Channel(endpoint, ctx.config.detector)  # key problems stop it before the model loads
+    try:
+        detector = load(ctx)
+    except BaseException:
+        channel.close()
+        raise
     metrics = MetricsReporter("detector", channel, ctx.stats, ctx.config.monitor.interval_s)
     name = f"{socket.gethostname()}:{ctx.args.name or 'detector'}"
     stats = ctx.stats
@@ -81,6 +143,7 @@ def serve(ctx: ServiceContext) -> None:
     try:
         while not ctx.stop.is_set():
             metrics.tick()
+            channel.check()
             if time.monotonic() - asked > REQUEST_S:
                 channel.send(FrameRequest(detector=name, t=time.time()))
                 asked = time.monotonic()
