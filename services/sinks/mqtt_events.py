@@ -25,8 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import ssl
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -34,24 +37,18 @@ import paho.mqtt.client as mqtt
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
 from services.sinks.base import Sink
+from services.sinks.mqtt_connect import secure
+from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic, track_topic
+
+__all__ = ["MqttEvents", "MqttLink", "TrackEvents", "faces_topic", "metrics_topic", "snapshot_topic", "status_topic",
+           "track_topic"]
 from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.mqtt")
 
 PAYLOAD_VERSION = 1
 EVENTS = ("started", "ended", "identified")
-
-
-def status_topic(prefix: str, stack: str) -> str:
-    return f"{prefix}/{stack}/status"
-
-
-def track_topic(prefix: str, stack: str, event: str) -> str:
-    return f"{prefix}/{stack}/tracks/{event}"
-
-
-def metrics_topic(prefix: str, stack: str, service: str) -> str:
-    return f"{prefix}/{stack}/metrics/{service}"
+FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this often (and when its reason changes)
 
 
 @dataclass
@@ -153,12 +150,18 @@ class MqttLink:
         self.client.max_queued_messages_set(m.queue_size)
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=max(0.5, m.reconnect_max_s))
         self.client.will_set(self.status, self._status_payload("offline", "connection lost"), qos=1, retain=True)
+        secure(self.client, m)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.broker = f"{m.host}:{m.port}"
         self.connected = threading.Event()
         self.lock = threading.Lock()
-        self.published = self.dropped = self.skipped = self.connects = 0
-        self._online_mid: int | None = None
+        self.published = self.dropped = self.skipped = self.connects = self.failures = 0
+        self.listeners: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        self._failing: str | None = None  # the reason of the last failure logged, until a connection succeeds
+        self._failing_logged = 0.0
 
     def _status_payload(self, state: str, reason: str) -> str:
         return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
@@ -167,18 +170,54 @@ class MqttLink:
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
-        log.info("MQTT broker %s:%d, topics %s/%s/..., event QoS %d, queue %d", self.cfg.host, self.cfg.port,
+        log.info("MQTT broker %s%s%s, topics %s/%s/..., event QoS %d, queue %d", self.broker,
+                 " (TLS)" if self.cfg.tls_ca else "", f" as {self.cfg.username}" if self.cfg.username else "",
                  self.cfg.topic_prefix, self.stack, self.cfg.qos, self.cfg.queue_size)
 
+    def listen(self, topic: str, callback: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Subscribe to `topic` (QoS 1) on every connection; `callback` runs on paho's thread."""
+        self.listeners[topic] = callback
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
+
+    def _on_message(self, _client, _userdata, msg: mqtt.MQTTMessage) -> None:
+        for topic, callback in list(self.listeners.items()):
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                callback(msg)
+
     def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
-        if reason.is_failure:
-            log.warning("MQTT broker refused the connection: %s", reason)
+        if reason.is_failure:  # CONNACK refused: paho closes the socket and tries again (backing off)
+            self._failed(f"refused the connection: {reason}", logging.ERROR)
             return
         with self.lock:
             self.connects += 1
-        log.info("connected to MQTT broker %s:%d (connection %d)", self.cfg.host, self.cfg.port, self.connects)
+        after = f" after {self.failures} failed attempts" if self._failing else ""
+        self._failing = None
+        log.info("connected to MQTT broker %s (connection %d)%s", self.broker, self.connects, after)
         self.connected.set()
         client.publish(self.status, self._status_payload("online", "connected"), qos=1, retain=True)
+        for topic in self.listeners:
+            client.subscribe(topic, qos=1)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        """No connection (TCP or TLS). paho calls this inside its `except OSError`, so the error is at hand."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self._failed(f"TLS: certificate verify failed: {exc.verify_message}", logging.ERROR)
+        elif isinstance(exc, ssl.SSLError):
+            self._failed(f"TLS: {exc.reason or exc}", logging.ERROR)
+        else:
+            self._failed(f"cannot connect ({exc or 'unknown error'})", logging.WARNING)
+
+    def _failed(self, reason: str, level: int) -> None:
+        """One line for a failure: the first, then again only when the reason changes or every FAIL_REPEAT_S."""
+        self.failures += 1
+        now = time.monotonic()
+        if reason != self._failing or now - self._failing_logged >= FAIL_REPEAT_S:
+            log.log(level, "MQTT broker %s: %s (%d failed attempts); retrying, backing off to %g s; "
+                    "events are kept (at most %d)", self.broker, reason, self.failures, self.cfg.reconnect_max_s,
+                    self.cfg.queue_size)
+            self._failing, self._failing_logged = reason, now
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
         if self.connected.is_set():
@@ -202,6 +241,15 @@ class MqttLink:
         if event:
             self.published += 1
         return True
+
+    def publish_raw(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = True) -> bool:
+        """Hand raw bytes to paho (a JPEG snapshot, a retained state or discovery config); not a track event.
+
+        QoS 0 is sent only while connected (False otherwise); QoS 1 is queued like events.
+        """
+        if qos == 0 and not self.connected.is_set():
+            return False
+        return self.client.publish(topic, payload, qos=qos, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
 
     def _not_sent(self, event: bool, why: str) -> bool:
         if not event:
@@ -293,7 +341,7 @@ class MqttEvents(Sink, kind="mqtt"):
                 "events_identified": self.counts["identified"], "events_published": link.published,
                 "events_pending": link.pending, "events_dropped": link.dropped,
                 "metrics_skipped": link.skipped, "mqtt_connected": float(link.connected.is_set()),
-                "mqtt_connects": link.connects, "live_tracks": len(self.events.live)}
+                "mqtt_connects": link.connects, "mqtt_failures": link.failures, "live_tracks": len(self.events.live)}
 
     def close(self) -> None:
         # Tracks still live are not ended here: the stack may come back and continue them;
