@@ -134,7 +134,7 @@ class Collector:
 
     def __init__(self, port: int, topic: str = "facetrack/#", persistent: bool = True,
                  auth: tuple[str, str] | None = None):
-        self.messages: list[tuple[str, dict | None, float, bool]] = []
+        self.messages: list[tuple[str, dict | bytes | None, float, bool]] = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self.topic = topic
@@ -157,15 +157,18 @@ class Collector:
 
     def _on_message(self, _c, _u, msg):
         with self.lock:
-            payload = json.loads(msg.payload) if msg.payload else None  # None: an empty (clearing) message
+            try:  # None: an empty (clearing) message; bytes: not JSON (a JPEG snapshot)
+                payload = json.loads(msg.payload) if msg.payload else None
+            except ValueError:
+                payload = bytes(msg.payload)
             self.messages.append((msg.topic, payload, time.time(), bool(msg.retain)))
 
     def select(self, suffix: str, stack: str | None = None) -> list[dict]:
         with self.lock:
             return [p for t, p, _, _ in self.messages
-                    if suffix in t and p is not None and (stack is None or p.get("stack") == stack)]
+                    if suffix in t and isinstance(p, dict) and (stack is None or p.get("stack") == stack)]
 
-    def latest(self) -> dict[str, dict | None]:
+    def latest(self) -> dict[str, dict | bytes | None]:
         """Topic -> its newest payload (None once cleared by an empty message)."""
         with self.lock:
             return {t: p for t, p, _, _ in self.messages}

@@ -36,6 +36,7 @@ import paho.mqtt.client as mqtt
 
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
+from services.sinks import home_assistant as ha
 from services.sinks.base import Sink
 from services.sinks.mqtt_connect import secure
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic, track_topic
@@ -276,6 +277,7 @@ class MqttLink:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 pass
+        self.connected.clear()  # a goodbye, not a lost connection
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -299,15 +301,42 @@ class MqttEvents(Sink, kind="mqtt"):
         self.counts = {kind: 0 for kind in EVENTS}
         self.metrics: dict[str, Metrics] = {}
         self._next_metrics = 0.0
+        self.faces = ha.FaceState()
+        self.stages: set[str] = set()  # stages whose HA sensors were announced on this connection
+        self._announced_on = 0  # the connection (link.connects) the HA configs were last sent on
+        self._birth = threading.Event()  # HA said "online": send the configs again
+        self.ha_announced = self.ha_ignored = self.ha_cleared = 0
 
     def start(self) -> None:
+        if self.cfg.home_assistant.enabled:
+            self.link.listen(ha.birth_topic(self.cfg), self._on_ha_status)
+        else:  # disabled: take back what this node announced before (every config found retained)
+            self.link.listen(ha.node_config_filter(self.cfg), self._on_old_config)
         self.link.start()
+
+    def _on_ha_status(self, msg) -> None:
+        """HA's birth message (paho's thread): "online" asks for every config again."""
+        if msg.payload == ha.BIRTH_ONLINE:
+            self._birth.set()
+        elif msg.payload != ha.BIRTH_OFFLINE:
+            self.ha_ignored += 1
+            if self.ha_ignored == 1 or self.ha_ignored % 100 == 0:
+                log.warning("ignored a message on %s that is neither online nor offline (%d so far): %r",
+                            msg.topic, self.ha_ignored, msg.payload[:40])
+
+    def _on_old_config(self, msg) -> None:
+        if msg.payload:
+            self.ha_cleared += 1
+            log.info("home_assistant.enabled is false: removing %s", msg.topic)
+            self.link.publish_raw(msg.topic, b"", qos=1, retain=True)
 
     def handle(self, paired: Paired) -> None:
         self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names))
+        self.faces.count = len(self.events.live)
 
     def on_identity(self, msg: Identity) -> None:
         self._emit(self.events.identity(msg))
+        self.faces.name = msg.name
 
     def on_metrics(self, msg: Metrics) -> None:
         self.metrics[msg.service] = msg
@@ -321,6 +350,33 @@ class MqttEvents(Sink, kind="mqtt"):
             self.link.publish(track_topic(self.prefix, self.stack, kind), payload, self.cfg.mqtt.qos)
 
     def tick(self) -> None:
+        """Home Assistant's configs when due, the faces state when it changed, and the metrics when due."""
+        if self.link.connected.is_set():
+            self._announce()
+            if self.faces.changed() and self.link.publish_raw(faces_topic(self.prefix, self.stack),
+                                                              self.faces.payload(), qos=0, retain=True):
+                self.faces.sent()
+        self._publish_metrics()
+
+    def _announce(self) -> None:
+        """Every config on a new connection or HA's birth; a new stage's sensors when its metrics first come."""
+        if not self.cfg.home_assistant.enabled:
+            return
+        configs = {}
+        if self.link.connects != self._announced_on or self._birth.is_set():
+            self._birth.clear()
+            self._announced_on = self.link.connects
+            self.stages.clear()
+            self.faces.resend()
+            configs.update(ha.entity_configs(self.cfg))
+        if self.cfg.mqtt.metrics_interval_s > 0:
+            for service in sorted(set(self.metrics) - self.stages):
+                configs.update(ha.stage_configs(self.cfg, service))
+                self.stages.add(service)
+        for topic, payload in configs.items():
+            self.ha_announced += self.link.publish_raw(topic, ha.encode(payload), qos=1, retain=True)
+
+    def _publish_metrics(self) -> None:
         """Every mqtt.metrics_interval_s, each service's newest metrics."""
         period = self.cfg.mqtt.metrics_interval_s
         now = time.monotonic()
@@ -341,7 +397,8 @@ class MqttEvents(Sink, kind="mqtt"):
                 "events_identified": self.counts["identified"], "events_published": link.published,
                 "events_pending": link.pending, "events_dropped": link.dropped,
                 "metrics_skipped": link.skipped, "mqtt_connected": float(link.connected.is_set()),
-                "mqtt_connects": link.connects, "mqtt_failures": link.failures, "live_tracks": len(self.events.live)}
+                "mqtt_connects": link.connects, "mqtt_failures": link.failures, "live_tracks": len(self.events.live),
+                "ha_announced": self.ha_announced, "ha_status_ignored": self.ha_ignored, "ha_cleared": self.ha_cleared}
 
     def close(self) -> None:
         # Tracks still live are not ended here: the stack may come back and continue them;
