@@ -8,6 +8,7 @@ Identity messages by the test; a real MQTT client plays Home Assistant (birth me
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ import pytest
 
 from common.config import DEFAULT_CONFIG, ROOT, load_config
 from common.messages import Identity, Track
-from mqtt_support import Collector, Mosquitto
+from facetrack.stack import Stack
+from mqtt_support import Collector, Mosquitto, free_port
 from services.sinks import home_assistant as ha
 from services.sinks.mqtt_events import MqttLink, faces_topic, snapshot_topic, status_topic
 from test_mqtt_events import mqtt_sink
@@ -162,4 +164,43 @@ def test_entities_follow_the_faces_survive_restarts_and_are_removed(stack, broke
     finally:
         home.disconnect()
         home.loop_stop()
+        collector.close()
+
+
+def test_a_whole_stack_on_faces_is_announced_and_removed(tmp_path, broker):
+    """faces://2 under supervisord: every entity and stage sensor announced, the faces seen, then removed."""
+    collector = Collector(broker.port, topic="#", persistent=False)
+    stack = Stack(tmp_path / "stack", {
+        "stack": {"id": f"hall{os.getpid()}"},
+        "capture": {"source": "faces://2"},
+        "sink": {"http_port": free_port()},
+        "mqtt": {"port": broker.port, "metrics_interval_s": 1.0},
+    }, autostart={"sink-mqtt": True})
+    cfg = stack.config
+    stages = ("capture", "detector", "tracker", "sink-mqtt")
+    try:
+        stack.start(wait_for=("broker", "capture", "detector", "tracker", "sink-mqtt"))
+        wanted = set(ha.entity_configs(cfg))
+        for stage in stages:
+            wanted |= set(ha.stage_configs(cfg, stage))
+        collector.wait(lambda: wanted <= set(discovery(collector, cfg)), timeout=60,
+                       what="every entity and stage sensor")
+        announced = discovery(collector, cfg)
+        for topic, payload in announced.items():
+            check_config(topic, payload, cfg)
+        collector.wait(lambda: any(p["present"] for p in faces(collector, cfg.stack.id)), timeout=30,
+                       what="a face present")
+        counts = {p["count"] for p in faces(collector, cfg.stack.id)}
+        assert counts <= {0, 1, 2, 3} and max(counts) >= 1  # two faces (a re-found one may be a new track)
+        assert all(p["present"] == (p["count"] > 0) for p in faces(collector, cfg.stack.id))
+        tracker = f"facetrack/{cfg.stack.id}/metrics/tracker"
+        collector.wait(lambda: collector.select(tracker), what="the tracker's metrics, which its sensors read")
+        fps = collector.select(tracker)[-1]["fps"]
+        print(f"{len(announced)} configs announced; face counts seen {sorted(counts)}; tracker {fps} fps")
+
+        stack.ctl("stop", "sink-mqtt", check=True)
+        assert f"cleared {len(announced)} discovery configs" in ha_remove(cfg, broker.port, cfg.stack.id)
+        collector.wait(lambda: not discovery(collector, cfg), what="every config cleared")
+    finally:
+        stack.shutdown()
         collector.close()

@@ -1,18 +1,22 @@
 """The MQTT sink against a secured mosquitto: a password file, an ACL, TLS with a test CA.
 
 The broker (tests/mqtt_support.Mosquitto) refuses anonymous clients, lets the sink's user write
-only `facetrack/<stack>/#` and `homeassistant/#` (and read `homeassistant/status`), and has a TLS
+only `facetrack/<stack>/#` and read and write `homeassistant/#`, and has a TLS
 listener whose certificate (made by openssl here) names 127.0.0.1 and localhost. The sink is the
 real `python -m services.sink --kind mqtt` subprocess of tests/sink_support.py.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from common.config import ROOT
 from mqtt_support import Certs, Collector, Mosquitto
 from test_mqtt_events import PERIOD, expected_events, mqtt_sink, received, scripted
 from needs import tool
@@ -22,8 +26,7 @@ READER = ("collector", "c0llect")
 
 
 def acl(stack_id: str) -> str:
-    return (f"user {SINK_USER}\ntopic write facetrack/{stack_id}/#\ntopic write homeassistant/#\n"
-            "topic read homeassistant/status\n"
+    return (f"user {SINK_USER}\ntopic write facetrack/{stack_id}/#\ntopic readwrite homeassistant/#\n"
             f"user {READER[0]}\ntopic read #\n")
 
 
@@ -51,7 +54,7 @@ def error_lines(sink, pattern: str) -> list[str]:
 
 def test_wrong_password_is_one_error_events_wait_and_arrive_after_the_fix(stack, tmp_path, certs):
     broker = secured(tmp_path, stack, certs.server("broker"))
-    collector = Collector(broker.port, auth=READER)
+    collector = Collector(broker.port, topic="#", auth=READER)
     password = tmp_path / "mqtt-password"
     password.write_text("not-the-password\n")
     sink = tls_sink(stack, broker, password, certs.ca)
@@ -75,6 +78,17 @@ def test_wrong_password_is_one_error_events_wait_and_arrive_after_the_fix(stack,
         collector.wait(lambda: received(collector, stack.stack_id) == want, what="the queued events after the fix")
         collector.wait(lambda: collector.statuses(stack.stack_id)[-1:] == ["online"], what="status online")
         assert len(error_lines(sink, "")) == 1
+        node = f"homeassistant/binary_sensor/facetrack_{stack.stack_id}/face_present/config"
+        collector.wait(lambda: isinstance(collector.latest().get(node), dict), what="HA discovery through the ACL")
+
+        # `facetrack ha remove` connects the same way: TLS, the user, here the password from the environment.
+        assert sink.stop() == 0
+        done = subprocess.run([sys.executable, "-m", "facetrack.cli", "ha", "remove", "--set", f"stack.id={stack.stack_id}",
+                               "--set", f"mqtt.port={broker.tls_port}", "--set", f"mqtt.username={SINK_USER}",
+                               "--set", f"mqtt.tls_ca={certs.ca}"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=30, env={**os.environ, "FACETRACK_MQTT_PASSWORD": SINK_PASSWORD})
+        assert done.returncode == 0 and "cleared 6 discovery configs" in done.stderr, done.stderr
+        collector.wait(lambda: collector.latest()[node] is None, what="the configs cleared")
     finally:
         collector.close()
         broker.stop()

@@ -9,6 +9,10 @@ Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`
   <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
   <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
   <prefix>/<stack>/metrics/<service>  QoS 0, every mqtt.metrics_interval_s: that stage's Metrics
+  <prefix>/<stack>/faces              retained, QoS 0, on change: {"present", "count", "name"} (not versioned:
+                                      Home Assistant's sensors read it; services/sinks/home_assistant.py)
+  <prefix>/<stack>/snapshot           retained raw JPEG bytes, published by others through `publish_raw`
+  <discovery_prefix>/.../config       retained, QoS 1: Home Assistant discovery (home_assistant.py)
 
 Every payload is one JSON object with `v` (payload version, now 1), `event`, `stack`, `t`
 (wall-clock seconds when published) and, for track events, `session` (random per sink start)
@@ -19,6 +23,16 @@ The broker may go away: paho-mqtt reconnects by itself (backing off to mqtt.reco
 and keeps every QoS>0 message it has not seen acknowledged (resent after the reconnect), at most
 mqtt.queue_size of them. An event beyond that bound is not queued: it is counted in the sink's
 metrics as `events_dropped`. Nothing here ever blocks the bus loop.
+
+Credentials and TLS come from services/sinks/mqtt_connect.py. A connection that fails (CONNACK
+refused: bad user name or password, not authorised; a TLS error: unknown CA, hostname mismatch;
+no broker) is logged once with the broker and the reason, and again only when the reason changes
+(or every FAIL_REPEAT_S); paho 2.1's loop thread (connect_async + loop_start, reconnect_on_failure)
+retries after each of them: a refused CONNACK closes the socket and the loop reconnects after its
+backoff; an OSError in connect (TLS included) calls on_connect_fail and retries the same way. The
+sink keeps running and queueing meanwhile. The sink speaks MQTT 3.1.1: a publish that the broker's
+ACL denies is acknowledged and dropped by mosquitto, so the sink cannot tell (MQTT 5 would give
+the reason code 0x87 in the PUBACK); the broker's debug log says "Denied PUBLISH".
 """
 from __future__ import annotations
 
