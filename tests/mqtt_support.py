@@ -54,10 +54,19 @@ class Certs:
                       "-out", cert, "-days", "2", "-extfile", ext)
         return self.ca, cert, key
 
+    def client(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of a client certificate signed by the CA."""
+        key, csr, cert = (self.dir / f"{name}.{suffix}" for suffix in ("key", "csr", "crt"))
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+                      "-out", cert, "-days", "2")
+        return cert, key
+
 
 class Mosquitto:
     def __init__(self, directory: Path, port: int | None = None, users: dict[str, str] | None = None,
-                 acl: str | None = None, tls: tuple[Path, Path, Path] | None = None):
+                 acl: str | None = None, tls: tuple[Path, Path, Path] | None = None,
+                 require_certificate: bool = False):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(binary).exists(), "mosquitto is missing: `make apt` installs it (Debian package mosquitto)"
         self.binary = binary
@@ -71,7 +80,8 @@ class Mosquitto:
                  f"listener {self.port} 127.0.0.1"]
         if tls:
             ca, cert, key = tls
-            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}",
+                      f"require_certificate {'true' if require_certificate else 'false'}"]
         if users:
             for user, password in users.items():
                 self.set_password(user, password)

@@ -148,3 +148,46 @@ def test_a_missing_file_is_one_start_error_naming_it(stack, tmp_path, key):
     assert len(errors) == 1 and f"mqtt.{key} {missing}: cannot read (No such file or directory)" in errors[0], \
         sink.log()
     assert "Traceback" not in sink.log()
+
+
+def test_the_broker_fixed_and_reloaded_lets_the_sink_in_without_a_restart(stack, tmp_path, certs):
+    """The other fix: the broker's password file is corrected and mosquitto reloaded (SIGHUP)."""
+    broker = secured(tmp_path, stack, certs.server("broker"))
+    broker.set_password(SINK_USER, "an-old-password")
+    broker.reload()
+    collector = Collector(broker.port, auth=READER)
+    password = tmp_path / "mqtt-password"
+    password.write_text(SINK_PASSWORD)
+    sink = tls_sink(stack, broker, password, certs.ca)
+    try:
+        sink.wait_log("refused the connection: Not authorized")
+        broker.set_password(SINK_USER, SINK_PASSWORD)
+        broker.reload()
+        sink.wait_log(r"connected to MQTT broker .* \(connection 1\) after \d+ failed attempts")
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1:] == ["online"], what="status online")
+        assert len(error_lines(sink, "")) == 1, sink.log()
+    finally:
+        collector.close()
+        broker.stop()
+
+
+def test_a_broker_that_wants_a_client_certificate(stack, tmp_path, certs):
+    """Without mqtt.tls_cert the broker closes the TLS connection: one ERROR line; with it, events flow."""
+    broker = Mosquitto(tmp_path / "mosquitto", users={SINK_USER: SINK_PASSWORD, READER[0]: READER[1]},
+                       tls=certs.server("broker"), require_certificate=True).start()
+    collector = Collector(broker.port, auth=READER)
+    password = tmp_path / "mqtt-password"
+    password.write_text(SINK_PASSWORD)
+    try:
+        bare = tls_sink(stack, broker, password, certs.ca)
+        bare.wait_log(r"ERROR .*: closed the connection before accepting it .*client certificate")
+        stack.wait_metrics("sink-mqtt", lambda m: m.extra.get("mqtt_failures", 0) >= 3)
+        assert len(error_lines(bare, "")) == 1 and bare.stop() == 0, bare.log()
+        cert, key = certs.client("sink")
+        sink = tls_sink(stack, broker, password, certs.ca, f"--set=mqtt.tls_cert={cert}", f"--set=mqtt.tls_key={key}")
+        sink.wait_log(r"connected to MQTT broker .* \(connection 1\)")
+        collector.wait(lambda: collector.statuses(stack.stack_id)[-1:] == ["online"], what="status online")
+        assert error_lines(sink, "") == []
+    finally:
+        collector.close()
+        broker.stop()

@@ -40,6 +40,10 @@ def read_password(cfg: MqttConfig) -> str | None:
 
 def secure(client: mqtt.Client, cfg: MqttConfig) -> None:
     """Set the user name, password and TLS of `client` from `cfg`; OSError names a bad file."""
+    if cfg.password_file and not cfg.username:
+        raise OSError(f"mqtt.password_file {cfg.password_file} is set but mqtt.username is empty: set both")
+    if cfg.tls_key and not cfg.tls_cert:
+        raise OSError(f"mqtt.tls_key {cfg.tls_key} is set but mqtt.tls_cert is empty: set both")
     if cfg.username:
         client.username_pw_set(cfg.username, read_password(cfg))
         if cfg.password_file:

@@ -177,6 +177,8 @@ class MqttLink:
         self.listeners: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         self._failing: str | None = None  # the reason of the last failure logged, until a connection succeeds
         self._failing_logged = 0.0
+        self._closing = False
+        self._refused = False  # the last attempt got a refusing CONNACK (its close is not a second failure)
 
     def _status_payload(self, state: str, reason: str) -> str:
         return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
@@ -202,6 +204,7 @@ class MqttLink:
 
     def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
         if reason.is_failure:  # CONNACK refused: paho closes the socket and tries again (backing off)
+            self._refused = True
             self._failed(f"refused the connection: {reason}", logging.ERROR)
             return
         with self.lock:
@@ -235,9 +238,17 @@ class MqttLink:
             self._failing, self._failing_logged = reason, now
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
-        if self.connected.is_set():
+        if self._closing:
+            pass
+        elif self.connected.is_set():
             log.warning("MQTT broker connection lost (%s): reconnecting; events are kept (at most %d)",
                         reason, self.cfg.queue_size)
+        elif self._refused:  # the close that follows a refused CONNACK: already counted
+            self._refused = False
+        else:  # closed before any CONNACK: over TLS, typically a client certificate it wants and did not get
+            self._failed(f"closed the connection before accepting it ({reason}): "
+                         f"{'a client certificate it requires (mqtt.tls_cert)?' if self.cfg.tls_ca else 'a TLS port?'}",
+                         logging.ERROR)
         self.connected.clear()
 
     def publish(self, topic: str, payload: dict, qos: int, event: bool = True) -> bool:
@@ -291,7 +302,7 @@ class MqttLink:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 pass
-        self.connected.clear()  # a goodbye, not a lost connection
+        self._closing = True  # a goodbye, not a lost connection
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -366,20 +377,24 @@ class MqttEvents(Sink, kind="mqtt"):
     def tick(self) -> None:
         """Home Assistant's configs when due, the faces state when it changed, and the metrics when due."""
         if self.link.connected.is_set():
-            self._announce()
+            if self.link.connects != self._announced_on:  # a new connection: everything retained again
+                self._announced_on = self.link.connects
+                self.faces.resend()
+                self._announce(everything=True)
+            else:
+                self._announce(everything=self._birth.is_set())
             if self.faces.changed() and self.link.publish_raw(faces_topic(self.prefix, self.stack),
                                                               self.faces.payload(), qos=0, retain=True):
                 self.faces.sent()
         self._publish_metrics()
 
-    def _announce(self) -> None:
-        """Every config on a new connection or HA's birth; a new stage's sensors when its metrics first come."""
+    def _announce(self, everything: bool) -> None:
+        """Every config (a new connection, HA's birth), else a new stage's sensors when its metrics first come."""
         if not self.cfg.home_assistant.enabled:
             return
         configs = {}
-        if self.link.connects != self._announced_on or self._birth.is_set():
+        if everything:
             self._birth.clear()
-            self._announced_on = self.link.connects
             self.stages.clear()
             self.faces.resend()
             configs.update(ha.entity_configs(self.cfg))
