@@ -54,10 +54,10 @@ from services.sinks import home_assistant as ha
 from services.sinks.base import Sink
 from services.sinks.mqtt_connect import secure
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic, track_topic
+from services.sinks.pairing import Paired
 
 __all__ = ["MqttEvents", "MqttLink", "TrackEvents", "faces_topic", "metrics_topic", "snapshot_topic", "status_topic",
            "track_topic"]
-from services.sinks.pairing import Paired
 
 log = logging.getLogger("sink.mqtt")
 
