@@ -99,8 +99,8 @@ def test_entities_follow_the_faces_survive_restarts_and_are_removed(stack, broke
         fixed = ha.entity_configs(cfg)
         stack.tracks_for = lambda pos: []
         stack.publish_until(lambda: set(fixed) <= set(discovery(collector, cfg)))
-        stage = "homeassistant/sensor/{}/sink_mqtt_fps/config".format(ha.node_id(cfg))
-        stack.publish_until(lambda: stage in discovery(collector, cfg))  # its first metrics came back on the bus
+        stage = set(ha.stage_configs(cfg, "sink-mqtt"))  # the sink's own metrics come back to it on the bus
+        stack.publish_until(lambda: stage <= set(discovery(collector, cfg)))
         first = discovery(collector, cfg)
         for topic, payload in first.items():
             check_config(topic, payload, cfg)
