@@ -173,6 +173,19 @@ class MqttConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     queue_size: Positive = 1000
     reconnect_max_s: PositiveFloat = 5.0
     metrics_interval_s: NonNegativeFloat = 10.0
+    username: str = ""
+    password_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+class HomeAssistantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    node_id: str = "facetrack_{stack_id}"
+    device_name: str = "facetrack {stack_id}"
+    configuration_url: str = ""
 
 
 class StreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -203,6 +216,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    home_assistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
     source_path: str = ""
 

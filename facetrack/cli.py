@@ -18,6 +18,7 @@ COMMANDS = {
     "monitor": ("facetrack.monitor", "live table of every stage's metrics (--json for scripts)"),
     "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
     "events": ("facetrack.events", "every stack's MQTT events on the broker, one JSON object per line"),
+    "ha remove": ("facetrack.ha_cli:remove_main", "take this stack's entities out of Home Assistant (MQTT discovery)"),
     "remote-detector": ("services.remote_detector", "run the detector for a board's detector.remote endpoint"),
     "keys": ("facetrack.keys_cli", "CURVE keys of the remote-detector link: keys new NAME --dir D | keys list D"),
     "bench events": ("facetrack.bench_events", "track start -> MQTT event latency p50/p99, one JSON object"),

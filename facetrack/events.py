@@ -18,6 +18,7 @@ import threading
 import paho.mqtt.client as mqtt
 
 from common.config import ConfigError, load_config
+from services.sinks.mqtt_connect import secure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
                 done.set()
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, clean_session=True)
+    try:
+        secure(client, cfg)  # the [mqtt] user name, password and TLS, as the sink connects
+    except OSError as exc:
+        print(f"facetrack events: {exc}", file=sys.stderr)
+        return 2
     client.on_connect = on_connect
     client.on_message = on_message
     client.reconnect_delay_set(0.5, 5)

@@ -9,10 +9,13 @@ Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`
   <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
   <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
   <prefix>/<stack>/metrics/<service>  QoS 0, every mqtt.metrics_interval_s: that stage's Metrics
+  <prefix>/<stack>/faces              retained, QoS 0, on change: {"present", "count", "name"} (not versioned:
+                                      Home Assistant's sensors read it; services/sinks/home_assistant.py)
   <prefix>/<stack>/snapshot           retained, QoS 0: the newest face snapshot, raw JPEG bytes
                                       (Frigate's convention; snapshots.py); track events name it
                                       in `snapshot` ({"url", "file", "frame_id", "quality", "bytes"},
                                       null when snapshots are off or none could be made yet)
+  <discovery_prefix>/.../config       retained, QoS 1: Home Assistant discovery (home_assistant.py)
 
 Every payload is one JSON object with `v` (payload version, now 1), `event`, `stack`, `t`
 (wall-clock seconds when published) and, for track events, `session` (random per sink start)
@@ -23,43 +26,47 @@ The broker may go away: paho-mqtt reconnects by itself (backing off to mqtt.reco
 and keeps every QoS>0 message it has not seen acknowledged (resent after the reconnect), at most
 mqtt.queue_size of them. An event beyond that bound is not queued: it is counted in the sink's
 metrics as `events_dropped`. Nothing here ever blocks the bus loop.
+
+Credentials and TLS come from services/sinks/mqtt_connect.py. A connection that fails (CONNACK
+refused: bad user name or password, not authorised; a TLS error: unknown CA, hostname mismatch;
+no broker) is logged once with the broker and the reason, and again only when the reason changes
+(or every FAIL_REPEAT_S); paho 2.1's loop thread (connect_async + loop_start, reconnect_on_failure)
+retries after each of them: a refused CONNACK closes the socket and the loop reconnects after its
+backoff; an OSError in connect (TLS included) calls on_connect_fail and retries the same way. The
+sink keeps running and queueing meanwhile. The sink speaks MQTT 3.1.1: a publish that the broker's
+ACL denies is acknowledged and dropped by mosquitto, so the sink cannot tell (MQTT 5 would give
+the reason code 0x87 in the PUBACK); the broker's debug log says "Denied PUBLISH".
 """
 from __future__ import annotations
 
 import json
 import logging
 import secrets
+import ssl
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
+from services.sinks import home_assistant as ha
 from services.sinks.base import Sink
+from services.sinks.mqtt_connect import secure
+from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic, track_topic
 from services.sinks.pairing import Paired
+
+__all__ = ["MqttEvents", "MqttLink", "TrackEvents", "faces_topic", "metrics_topic", "snapshot_topic", "status_topic",
+           "track_topic"]
 
 log = logging.getLogger("sink.mqtt")
 
 PAYLOAD_VERSION = 1
 EVENTS = ("started", "ended", "identified")
-
-
-def status_topic(prefix: str, stack: str) -> str:
-    return f"{prefix}/{stack}/status"
-
-
-def track_topic(prefix: str, stack: str, event: str) -> str:
-    return f"{prefix}/{stack}/tracks/{event}"
-
-
-def metrics_topic(prefix: str, stack: str, service: str) -> str:
-    return f"{prefix}/{stack}/metrics/{service}"
-
-
-def snapshot_topic(prefix: str, stack: str) -> str:
-    return f"{prefix}/{stack}/snapshot"
+FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this often (and when its reason changes)
 
 
 @dataclass
@@ -170,13 +177,20 @@ class MqttLink:
         self.client.max_queued_messages_set(m.queue_size)
         self.client.reconnect_delay_set(min_delay=0.5, max_delay=max(0.5, m.reconnect_max_s))
         self.client.will_set(self.status, self._status_payload("offline", "connection lost"), qos=1, retain=True)
+        secure(self.client, m)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.broker = f"{m.host}:{m.port}"
         self.connected = threading.Event()
         self.lock = threading.Lock()
-        self.published = self.dropped = self.skipped = self.connects = 0
-        self.snapshots_published = self.snapshots_skipped = 0
-        self._online_mid: int | None = None
+        self.published = self.dropped = self.skipped = self.connects = self.failures = 0
+        self.listeners: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        self._failing: str | None = None  # the reason of the last failure logged, until a connection succeeds
+        self._failing_logged = 0.0
+        self._closing = False
+        self._refused = False  # the last attempt got a refusing CONNACK (its close is not a second failure)
 
     def _status_payload(self, state: str, reason: str) -> str:
         return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
@@ -185,23 +199,68 @@ class MqttLink:
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
-        log.info("MQTT broker %s:%d, topics %s/%s/..., event QoS %d, queue %d", self.cfg.host, self.cfg.port,
+        log.info("MQTT broker %s%s%s, topics %s/%s/..., event QoS %d, queue %d", self.broker,
+                 " (TLS)" if self.cfg.tls_ca else "", f" as {self.cfg.username}" if self.cfg.username else "",
                  self.cfg.topic_prefix, self.stack, self.cfg.qos, self.cfg.queue_size)
 
+    def listen(self, topic: str, callback: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Subscribe to `topic` (QoS 1) on every connection; `callback` runs on paho's thread."""
+        self.listeners[topic] = callback
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
+
+    def _on_message(self, _client, _userdata, msg: mqtt.MQTTMessage) -> None:
+        for topic, callback in list(self.listeners.items()):
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                callback(msg)
+
     def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:
-        if reason.is_failure:
-            log.warning("MQTT broker refused the connection: %s", reason)
+        if reason.is_failure:  # CONNACK refused: paho closes the socket and tries again (backing off)
+            self._refused = True
+            self._failed(f"refused the connection: {reason}", logging.ERROR)
             return
         with self.lock:
             self.connects += 1
-        log.info("connected to MQTT broker %s:%d (connection %d)", self.cfg.host, self.cfg.port, self.connects)
+        after = f" after {self.failures} failed attempts" if self._failing else ""
+        self._failing = None
+        log.info("connected to MQTT broker %s (connection %d)%s", self.broker, self.connects, after)
         self.connected.set()
         client.publish(self.status, self._status_payload("online", "connected"), qos=1, retain=True)
+        for topic in self.listeners:
+            client.subscribe(topic, qos=1)
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        """No connection (TCP or TLS). paho calls this inside its `except OSError`, so the error is at hand."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self._failed(f"TLS: certificate verify failed: {exc.verify_message}", logging.ERROR)
+        elif isinstance(exc, ssl.SSLError):
+            self._failed(f"TLS: {exc.reason or exc}", logging.ERROR)
+        else:
+            self._failed(f"cannot connect ({exc or 'unknown error'})", logging.WARNING)
+
+    def _failed(self, reason: str, level: int) -> None:
+        """One line for a failure: the first, then again only when the reason changes or every FAIL_REPEAT_S."""
+        self.failures += 1
+        now = time.monotonic()
+        if reason != self._failing or now - self._failing_logged >= FAIL_REPEAT_S:
+            log.log(level, "MQTT broker %s: %s (%d failed attempts); retrying, backing off to %g s; "
+                    "events are kept (at most %d)", self.broker, reason, self.failures, self.cfg.reconnect_max_s,
+                    self.cfg.queue_size)
+            self._failing, self._failing_logged = reason, now
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
-        if self.connected.is_set():
+        if self._closing:
+            pass
+        elif self.connected.is_set():
             log.warning("MQTT broker connection lost (%s): reconnecting; events are kept (at most %d)",
                         reason, self.cfg.queue_size)
+        elif self._refused:  # the close that follows a refused CONNACK: already counted
+            self._refused = False
+        else:  # closed before any CONNACK: over TLS, typically a client certificate it wants and did not get
+            self._failed(f"closed the connection before accepting it ({reason}): "
+                         f"{'a client certificate it requires (mqtt.tls_cert)?' if self.cfg.tls_ca else 'a TLS port?'}",
+                         logging.ERROR)
         self.connected.clear()
 
     def publish(self, topic: str, payload: dict, qos: int, event: bool = True) -> bool:
@@ -221,14 +280,14 @@ class MqttLink:
             self.published += 1
         return True
 
-    def publish_snapshot(self, topic: str, jpeg: bytes) -> bool:
-        """The raw JPEG, retained, QoS 0 (a newer one replaces it anyway); skipped while offline."""
-        if not self.connected.is_set():
-            self.snapshots_skipped += 1
+    def publish_raw(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = True) -> bool:
+        """Hand raw bytes to paho (a JPEG snapshot, a retained state or discovery config); not a track event.
+
+        QoS 0 is sent only while connected (False otherwise); QoS 1 is queued like events.
+        """
+        if qos == 0 and not self.connected.is_set():
             return False
-        self.client.publish(topic, jpeg, qos=0, retain=True)
-        self.snapshots_published += 1
-        return True
+        return self.client.publish(topic, payload, qos=qos, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
 
     def _not_sent(self, event: bool, why: str) -> bool:
         if not event:
@@ -255,6 +314,7 @@ class MqttLink:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 pass
+        self._closing = True  # a goodbye, not a lost connection
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -279,18 +339,50 @@ class MqttEvents(Sink, kind="mqtt"):
         self.counts = {kind: 0 for kind in EVENTS}
         self.metrics: dict[str, Metrics] = {}
         self._next_metrics = 0.0
+        self.faces = ha.FaceState()
+        self.stages: set[str] = set()  # stages whose HA sensors were announced on this connection
+        self._announced_on = 0  # the connection (link.connects) the HA configs were last sent on
+        self._birth = threading.Event()  # HA said "online": send the configs again
+        self.ha_announced = self.ha_ignored = self.ha_cleared = 0
+        self.snapshots_published = self.snapshots_skipped = 0
 
     def start(self) -> None:
+        if self.cfg.home_assistant.enabled:
+            self.link.listen(ha.birth_topic(self.cfg), self._on_ha_status)
+        else:  # disabled: take back what this node announced before (every config found retained)
+            self.link.listen(ha.node_config_filter(self.cfg), self._on_old_config)
         self.link.start()
+
+    def _on_ha_status(self, msg) -> None:
+        """HA's birth message (paho's thread): "online" asks for every config again."""
+        if msg.payload == ha.BIRTH_ONLINE:
+            self._birth.set()
+        elif msg.payload != ha.BIRTH_OFFLINE:
+            self.ha_ignored += 1
+            if self.ha_ignored == 1 or self.ha_ignored % 100 == 0:
+                log.warning("ignored a message on %s that is neither online nor offline (%d so far): %r",
+                            msg.topic, self.ha_ignored, msg.payload[:40])
+
+    def _on_old_config(self, msg) -> None:
+        if msg.payload:
+            self.ha_cleared += 1
+            log.info("home_assistant.enabled is false: removing %s", msg.topic)
+            self.link.publish_raw(msg.topic, b"", qos=1, retain=True)
 
     def handle(self, paired: Paired) -> None:
         self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names, paired.snapshot))
+        self.faces.count = len(self.events.live)
 
     def on_snapshot(self, snapshot) -> None:
-        self.link.publish_snapshot(snapshot_topic(self.prefix, self.stack), snapshot.jpeg)
+        """The newest face snapshot, retained (QoS 0: a newer one replaces it anyway; skipped while offline)."""
+        if self.link.publish_raw(snapshot_topic(self.prefix, self.stack), snapshot.jpeg, qos=0, retain=True):
+            self.snapshots_published += 1
+        else:
+            self.snapshots_skipped += 1
 
     def on_identity(self, msg: Identity) -> None:
         self._emit(self.events.identity(msg))
+        self.faces.name = msg.name
 
     def on_metrics(self, msg: Metrics) -> None:
         self.metrics[msg.service] = msg
@@ -304,6 +396,37 @@ class MqttEvents(Sink, kind="mqtt"):
             self.link.publish(track_topic(self.prefix, self.stack, kind), payload, self.cfg.mqtt.qos)
 
     def tick(self) -> None:
+        """Home Assistant's configs when due, the faces state when it changed, and the metrics when due."""
+        if self.link.connected.is_set():
+            if self.link.connects != self._announced_on:  # a new connection: everything retained again
+                self._announced_on = self.link.connects
+                self.faces.resend()
+                self._announce(everything=True)
+            else:
+                self._announce(everything=self._birth.is_set())
+            if self.faces.changed() and self.link.publish_raw(faces_topic(self.prefix, self.stack),
+                                                              self.faces.payload(), qos=0, retain=True):
+                self.faces.sent()
+        self._publish_metrics()
+
+    def _announce(self, everything: bool) -> None:
+        """Every config (a new connection, HA's birth), else a new stage's sensors when its metrics first come."""
+        if not self.cfg.home_assistant.enabled:
+            return
+        configs = {}
+        if everything:
+            self._birth.clear()
+            self.stages.clear()
+            self.faces.resend()
+            configs.update(ha.entity_configs(self.cfg))
+        if self.cfg.mqtt.metrics_interval_s > 0:
+            for service in sorted(set(self.metrics) - self.stages):
+                configs.update(ha.stage_configs(self.cfg, service))
+                self.stages.add(service)
+        for topic, payload in configs.items():
+            self.ha_announced += self.link.publish_raw(topic, ha.encode(payload), qos=1, retain=True)
+
+    def _publish_metrics(self) -> None:
         """Every mqtt.metrics_interval_s, each service's newest metrics."""
         period = self.cfg.mqtt.metrics_interval_s
         now = time.monotonic()
@@ -323,9 +446,10 @@ class MqttEvents(Sink, kind="mqtt"):
         return {"events_started": self.counts["started"], "events_ended": self.counts["ended"],
                 "events_identified": self.counts["identified"], "events_published": link.published,
                 "events_pending": link.pending, "events_dropped": link.dropped,
-                "metrics_skipped": link.skipped, "snapshots_published": link.snapshots_published,
-                "snapshots_skipped": link.snapshots_skipped, "mqtt_connected": float(link.connected.is_set()),
-                "mqtt_connects": link.connects, "live_tracks": len(self.events.live)}
+                "metrics_skipped": link.skipped, "snapshots_published": self.snapshots_published,
+                "snapshots_skipped": self.snapshots_skipped, "mqtt_connected": float(link.connected.is_set()),
+                "mqtt_connects": link.connects, "mqtt_failures": link.failures, "live_tracks": len(self.events.live),
+                "ha_announced": self.ha_announced, "ha_status_ignored": self.ha_ignored, "ha_cleared": self.ha_cleared}
 
     def close(self) -> None:
         # Tracks still live are not ended here: the stack may come back and continue them;
