@@ -12,15 +12,18 @@ import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
 from common.config import DEFAULT_CONFIG, ROOT, load_config
 from common.messages import Identity, Track
 from facetrack.stack import Stack
+from models.runtime import load_detector
 from mqtt_support import Collector, Mosquitto, free_port
 from services.sinks import home_assistant as ha
-from services.sinks.mqtt_events import MqttLink, faces_topic, snapshot_topic, status_topic
+from services.sinks.mqtt_events import faces_topic, snapshot_topic, status_topic
 from test_mqtt_events import mqtt_sink
 
 REQUIRED = {"binary_sensor": ["state_topic"], "sensor": ["state_topic"], "image": []}  # HA docs, per component
@@ -127,15 +130,10 @@ def test_entities_follow_the_faces_survive_restarts_and_are_removed(stack, broke
         assert m.extra["ha_status_ignored"] == 1 and sink.proc.poll() is None
         assert "Traceback" not in sink.log() and sink.log().count("ignored a message on homeassistant/status") == 1
 
-        # The image entity reads raw JPEG bytes, retained, from the lead's snapshot module via MqttLink.
-        link = MqttLink(load_config(DEFAULT_CONFIG, [f"stack.id={stack.stack_id}", f"mqtt.port={broker.port}",
-                                                     "mqtt.client_id=snapshot-test"]), "snap")
-        link.start()
-        jpeg = b"\xff\xd8\xff\xe0 a JPEG \xff\xd9"
-        assert link.connected.wait(10) and link.publish_raw(snapshot_topic("facetrack", stack.stack_id), jpeg, qos=1)
-        collector.wait(lambda: collector.latest().get(f"facetrack/{stack.stack_id}/snapshot") == jpeg, what="snapshot")
-        assert link.published == 0  # not a track event
-        link.close()
+        # The image entity's topic: the sink's own snapshots (services/sinks/snapshots.py), raw JPEG, retained.
+        topic = snapshot_topic("facetrack", stack.stack_id)
+        collector.wait(lambda: isinstance(collector.latest().get(topic), bytes), what="the sink's snapshot")
+        assert collector.latest()[topic].startswith(b"\xff\xd8")  # a JPEG (test_snapshots shows it is the face)
 
         # The sink restarts: the same unique ids, the state again; unavailable while it is away.
         assert sink.stop() == 0
@@ -193,6 +191,11 @@ def test_a_whole_stack_on_faces_is_announced_and_removed(tmp_path, broker):
         counts = {p["count"] for p in faces(collector, cfg.stack.id)}
         assert counts <= {0, 1, 2, 3} and max(counts) >= 1  # two faces (a re-found one may be a new track)
         assert all(p["present"] == (p["count"] > 0) for p in faces(collector, cfg.stack.id))
+        snapshot = snapshot_topic("facetrack", cfg.stack.id)
+        collector.wait(lambda: isinstance(collector.latest().get(snapshot), bytes), what="a face snapshot")
+        jpeg = collector.latest()[snapshot]
+        face = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert face is not None and len(load_detector("full", "tvm", num_threads=1).detect(face).boxes) >= 1
         tracker = f"facetrack/{cfg.stack.id}/metrics/tracker"
         collector.wait(lambda: collector.select(tracker), what="the tracker's metrics, which its sensors read")
         fps = collector.select(tracker)[-1]["fps"]
