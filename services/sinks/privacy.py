@@ -19,7 +19,7 @@ import time
 import cv2
 import numpy as np
 
-from common.config import SinkConfig
+from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
 from services.sinks.live_page import PAGE
 from services.sinks.live_view import LiveView
@@ -61,8 +61,8 @@ class PrivacyView(LiveView, kind="privacy"):
     def default_port(cfg) -> int:
         return cfg.sink.privacy_port
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics):
-        super().__init__(cfg, port, stack, metrics)
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig):
+        super().__init__(cfg, port, stack, metrics, http)
         self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
         self.blurred = 0
 
