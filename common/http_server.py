@@ -74,8 +74,8 @@ class DoorCounters:
         with self._lock:
             self.counts[kind] += 1
             n = self.counts[kind]
-        if n == 1 or n % LOG_EVERY == 0:
-            log.warning("%s: %s (%s: %d so far)", self.name, detail, kind, n)
+        if n == 1 or n % LOG_EVERY == 0:  # what a client sent is escaped: no control characters in the log
+            log.warning("%s: %s (%s: %d so far)", self.name, detail.encode("unicode_escape").decode()[:200], kind, n)
 
 
 class _Waiting:
@@ -250,6 +250,9 @@ class GuardedHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
+        if self.request_version == "HTTP/0.9":  # no headers, so no credentials: nobody's client speaks it
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served")
+            return False
         if not self.server.waiting.holds(self.request):  # cut off by the reaper: what came is not a request
             self.close_connection = True
             return False
@@ -273,6 +276,8 @@ class GuardedHandler(BaseHTTPRequestHandler):
     def send_error(self, code, message=None, explain=None):
         if code >= 400:  # a malformed or unsupported request (the stdlib's own checks land here too)
             self.server.counters.count("http_refused", f"{self.address_string()}: {int(code)} {message or ''}".strip())
+        if self.request_version == "HTTP/0.9":  # garbage, or a request line cut short: answer with a status line
+            self.request_version = "HTTP/1.0"
         try:
             super().send_error(code, message, explain)
         except OSError:

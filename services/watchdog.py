@@ -31,6 +31,7 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass
 
+import http.client
 from http import HTTPStatus
 
 from common.bus import Subscriber
@@ -61,6 +62,11 @@ class Supervisor:
             name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
             out[name] = info
         return out
+
+    def reset(self) -> None:
+        """Drop the connection after a failed call: the transport would refuse every later one
+        (http.client.CannotSendRequest) even once supervisord is back."""
+        self.rpc("close")()
 
     def kill(self, name: str) -> None:
         self.rpc.supervisor.signalProcess(name, "KILL")
@@ -138,7 +144,8 @@ class Watchdog:
             return None
         try:
             return self.supervisor.processes()
-        except (OSError, xmlrpc.client.Error) as exc:
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
+            self.supervisor.reset()
             self.rpc_errors += 1
             if self.rpc_errors == 1 or self.rpc_errors % 100 == 0:
                 log.warning("supervisord at %s not reachable (%d times): %s", self.supervisor.url, self.rpc_errors, exc)
