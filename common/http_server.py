@@ -75,7 +75,8 @@ class DoorCounters:
             self.counts[kind] += 1
             n = self.counts[kind]
         if n == 1 or n % LOG_EVERY == 0:  # what a client sent is escaped: no control characters in the log
-            log.warning("%s: %s (%s: %d so far)", self.name, detail.encode("unicode_escape").decode()[:200], kind, n)
+            detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in detail[:200])
+            log.warning("%s: %s (%s: %d so far)", self.name, detail, kind, n)
 
 
 class _Waiting:
@@ -122,8 +123,12 @@ class _Waiting:
                 for sock in late:
                     del self._since[sock]
             for sock in late:
+                try:
+                    peer = sock.getpeername()[0]
+                except OSError:
+                    peer = "a client"
                 _shut(sock)
-                self.counters.count("http_timeouts", f"a client took over {self.timeout_s:g} s for its request head")
+                self.counters.count("http_timeouts", f"{peer} took over {self.timeout_s:g} s for its request head, closed")
 
     def close(self) -> None:
         self._stop.set()
