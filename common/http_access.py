@@ -142,10 +142,11 @@ class Access:
         self._verify = threading.Lock()  # one scrypt at a time: a flood of wrong passwords costs one core at most
 
     @classmethod
-    def from_config(cls, cfg: HttpConfig, host: str, what: str, needs_credentials: bool = True, **kwargs) -> Access:
-        """Load the credentials; raise InputError (one line) when `host` is not loopback and nothing
-        guards the server. A server that serves only /metrics (`needs_credentials=False`) may be
-        guarded by the token alone."""
+    def from_config(cls, cfg: HttpConfig, host: str, port: int, what: str, host_key: str,
+                    needs_credentials: bool = True, **kwargs) -> Access:
+        """Load the credentials; raise InputError (one line, naming `what` and the config key that
+        binds it) when `host` is not loopback and nothing guards the server. A server that serves
+        only /metrics (`needs_credentials=False`) may be guarded by the token alone."""
         entries = load_entries(cfg)
         token = None
         if cfg.metrics_token_file:
@@ -154,8 +155,9 @@ class Access:
                 raise InputError(f"http.metrics_token_file {cfg.metrics_token_file}: the file is empty")
         guarded = bool(entries) or (token is not None and not needs_credentials)
         if not guarded and not is_loopback(host):
-            raise InputError(f"{what}: refusing to serve {host or 'every interface'} without credentials: "
-                             f"{HOW_TO_SET}, or bind to 127.0.0.1")
+            how = HOW_TO_SET if needs_credentials else f"set http.metrics_token_file, or {HOW_TO_SET[4:]}"
+            raise InputError(f"{what}: refusing to listen on {host or '*'}:{port} without credentials: "
+                             f"{how}, or set {host_key} to 127.0.0.1")
         return cls(entries, token, **kwargs)
 
     @property

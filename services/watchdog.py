@@ -264,11 +264,11 @@ def start_exporter(cfg, metrics: StackMetrics) -> GuardedServer | None:
     if not port:
         return None
     try:
-        access = Access.from_config(cfg.http, host, f"Prometheus exporter on {host}:{port}", needs_credentials=False,
-                                    open_paths=())
+        access = Access.from_config(cfg.http, host, port, "Prometheus exporter", "monitor.prometheus_host",
+                                    needs_credentials=False, open_paths=())
         server = _Exporter((host, port), access, cfg, metrics)
     except InputError as exc:
-        log.error("Prometheus exporter not started: %s", exc)
+        log.error("%s; the exporter is off", exc)
         return None
     except OSError as exc:
         log.error("Prometheus exporter not started: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)

@@ -104,8 +104,8 @@ def test_off_loopback_without_credentials_the_view_refuses_to_start_in_one_line(
     log = sink.log()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1, log
-    assert "refusing to serve 0.0.0.0" in errors[0] and "http.credentials_file" in errors[0] \
-        and "FACETRACK_HTTP_USER" in errors[0], errors[0]
+    assert f"sink {kind}: refusing to listen on 0.0.0.0:0 without credentials" in errors[0], errors[0]
+    assert "http.credentials_file" in errors[0] and "FACETRACK_HTTP_USER" in errors[0] and "sink.http_host" in errors[0]
     assert "Traceback" not in log
 
 
@@ -343,10 +343,11 @@ def test_the_watchdog_exporter_takes_the_bearer_token_and_refuses_to_open_up(sta
 
     proc, log = watchdog("open", "--set=monitor.prometheus_host=0.0.0.0")
     try:
-        wait_for(lambda: "Prometheus exporter not started" in log.read_text(), 30, what="refusal")
+        wait_for(lambda: "the exporter is off" in log.read_text(), 30, what="refusal")
         assert proc.poll() is None  # the watchdog itself goes on: it guards the detector
         line = [x for x in log.read_text().splitlines() if " ERROR " in x]
-        assert len(line) == 1 and "FACETRACK_HTTP_USER" in line[0], line
+        assert len(line) == 1 and "Prometheus exporter: refusing to listen on 0.0.0.0" in line[0] \
+            and "http.metrics_token_file" in line[0] and "monitor.prometheus_host" in line[0], line
     finally:
         proc.terminate()
         proc.wait(timeout=10)

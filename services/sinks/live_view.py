@@ -153,7 +153,7 @@ class LiveView(Sink, kind="live"):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        access = Access.from_config(self.http, self.host, f"sink {self.kind} on {self.host}:{self.port}")
+        access = Access.from_config(self.http, self.host, self.port, f"sink {self.kind}", "sink.http_host")
         self._server = _Server((self.host, self.port), self, access)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
