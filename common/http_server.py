@@ -155,6 +155,7 @@ class GuardedServer(ThreadingHTTPServer):
         self.counters = DoorCounters(name)
         self.waiting = _Waiting(cfg.head_timeout_s, self.counters)
         self.max_connections = cfg.max_connections
+        self.request_queue_size = max(128, cfg.max_connections)  # listen backlog: socketserver's 5 drops SYNs in a flood
         self.connections = 0
         self._count_lock = threading.Lock()
         try:
@@ -253,6 +254,9 @@ class GuardedHandler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
+        if not self.server.waiting.holds(self.request):  # cut off by the reaper in its request line
+            self.close_connection = True
+            return False
         if not super().parse_request():
             return False
         if self.request_version == "HTTP/0.9":  # no headers, so no credentials: nobody's client speaks it
