@@ -223,7 +223,13 @@ class GuardedServer(ThreadingHTTPServer):
             conn.do_handshake()
             super().finish_request(conn, client_address)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            self.counters.count("tls_failures", f"TLS from {client_address[0]} failed ({exc.__class__.__name__}: {exc})")
+            if not self.waiting.holds(conn):
+                pass  # closed by the reaper or to make room, and counted there
+            elif isinstance(exc, TimeoutError):
+                self.counters.count("http_timeouts", f"{client_address[0]} sent no TLS handshake bytes "
+                                    f"for {self.waiting.timeout_s:g} s, closed")
+            else:
+                self.counters.count("tls_failures", f"TLS from {client_address[0]} failed ({exc.__class__.__name__}: {exc})")
         finally:
             self.waiting.remove(conn)
             self.shutdown_request(conn)

@@ -18,7 +18,9 @@ import urllib.parse
 import cv2
 import pytest
 
-from common.http_access import hash_password, is_loopback
+from common.config import HttpConfig
+from common.http_access import hash_password, is_loopback, load_entries
+from common.service import InputError
 from needs import tool
 from services.sinks.drawing import track_colour
 from sink_support import ROOT, colour_distance
@@ -109,6 +111,23 @@ def test_off_loopback_without_credentials_the_view_refuses_to_start_in_one_line(
     assert "Traceback" not in log
 
 
+def test_a_bad_credentials_file_or_environment_is_one_line(tmp_path, caplog):
+    users = tmp_path / "users"
+    users.write_text("ada:pw\njust-a-name\n")
+    users.chmod(0o600)
+    with pytest.raises(InputError, match=f"http.credentials_file {users} line 2: expected user:password"):
+        load_entries(HttpConfig(credentials_file=str(users)), environ={})
+    with pytest.raises(InputError, match="http.credentials_file .*/nope: cannot read \\(No such file"):
+        load_entries(HttpConfig(credentials_file=str(tmp_path / "nope")), environ={})
+    with pytest.raises(InputError, match="FACETRACK_HTTP_USER and FACETRACK_HTTP_PASSWORD .* must be set together"):
+        load_entries(HttpConfig(), environ={"FACETRACK_HTTP_USER": "ada"})
+    users.write_text("ada:pw\n")
+    users.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        assert len(load_entries(HttpConfig(credentials_file=str(users)), environ={})) == 1
+    assert "readable by group or others (mode 644): chmod 600 it" in caplog.text
+
+
 def test_credentials_and_the_metrics_token_guard_every_route_but_healthz(stack, secrets_dir, monkeypatch):
     monkeypatch.setenv("FACETRACK_HTTP_USER", ENV_USER)
     monkeypatch.setenv("FACETRACK_HTTP_PASSWORD", ENV_PASSWORD)
@@ -178,7 +197,7 @@ def test_tls_is_verified_against_the_certificate_and_a_silent_tcp_client_blocks_
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
     key.chmod(0o600)
     sink, port = guarded_sink(stack, secrets_dir, f"--set=http.tls_cert={cert}", f"--set=http.tls_key={key}",
-                              "--set=http.max_connections=4", "--set=http.head_timeout_s=3")
+                              "--set=http.max_connections=4", "--set=http.head_timeout_s=1.5")
     assert f"live view at https://0.0.0.0:{port}/" in sink.log()
     url = f"https://127.0.0.1:{port}/"
     trusted = ssl.create_default_context(cafile=str(cert))
@@ -199,7 +218,11 @@ def test_tls_is_verified_against_the_certificate_and_a_silent_tcp_client_blocks_
     finally:
         for s in silent:
             s.close()
-    m = stack.wait_metrics("sink-live", lambda m: m.extra.get("http_evicted", 0) >= 5)
+    alone = socket.create_connection(("127.0.0.1", port), timeout=10)  # with room to spare: closed at the deadline
+    t0 = time.monotonic()
+    assert alone.recv(100) == b"" and 1.4 < time.monotonic() - t0 < 4, time.monotonic() - t0
+    alone.close()
+    m = stack.wait_metrics("sink-live", lambda m: m.extra.get("http_evicted", 0) >= 5 and m.extra["http_timeouts"] >= 1)
     assert m.extra["tls_failures"] >= 1
     assert "Traceback" not in sink.log()
     assert sink.stop() == 0
