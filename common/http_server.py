@@ -170,8 +170,8 @@ class GuardedServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         """Runs in the accept loop: never blocks on a client. When full, the connection waiting
-        longest for its head makes room (its thread ends at once, so at most twice
-        max_connections threads exist for a moment); with none waiting, the new one gets 503."""
+        longest for its head makes room (its thread wakes to EOF and ends, so the count is over
+        max_connections only for that moment); with none waiting, the new one gets 503."""
         with self._count_lock:
             full = self.connections >= self.max_connections
             if not full:

@@ -3,7 +3,8 @@
     python -m services.watchdog [--config FILE] [--set K=V]     (program `watchdog`)
 
 It subscribes to `metrics`, and serves every stage's newest metrics for Prometheus
-(common/prometheus.py, `monitor.prometheus_port`). Every stage publishes one Metrics message per monitor period
+(common/prometheus.py, `monitor.prometheus_port`) behind the `http:` credentials or metrics
+token (common/http_server.py). Every stage publishes one Metrics message per monitor period
 from its main loop, so a loop that stops turning (a process stuck in one inference, stopped,
 deadlocked) stops its metrics while supervisord still calls it RUNNING.
 
