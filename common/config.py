@@ -203,6 +203,16 @@ class WatchdogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_max_s: PositiveFloat = 60.0
 
 
+class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who may use the HTTP servers (live and privacy views, the watchdog's exporter): common/http_access.py."""
+    credentials_file: str = ""
+    metrics_token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_connections: Positive = 64
+    head_timeout_s: PositiveFloat = 10.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stack: StackConfig = msgspec.field(default_factory=StackConfig)
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
@@ -218,6 +228,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     home_assistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     source_path: str = ""
 
     def __post_init__(self):

@@ -3,7 +3,8 @@
     python -m services.watchdog [--config FILE] [--set K=V]     (program `watchdog`)
 
 It subscribes to `metrics`, and serves every stage's newest metrics for Prometheus
-(common/prometheus.py, `monitor.prometheus_port`). Every stage publishes one Metrics message per monitor period
+(common/prometheus.py, `monitor.prometheus_port`) behind the `http:` credentials or metrics
+token (common/http_server.py). Every stage publishes one Metrics message per monitor period
 from its main loop, so a loop that stops turning (a process stuck in one inference, stopped,
 deadlocked) stops its metrics while supervisord still calls it RUNNING.
 
@@ -26,16 +27,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import xmlrpc.client
 from dataclasses import dataclass
 
-import prometheus_client
+import http.client
+from http import HTTPStatus
 
 from common.bus import Subscriber
+from common.http_access import Access
+from common.http_server import GuardedHandler, GuardedServer
 from common.messages import Metrics
-from common.prometheus import StackMetrics
-from common.service import ServiceContext, run_service
+from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
+from common.service import InputError, ServiceContext, run_service
 
 log = logging.getLogger("watchdog")
 
@@ -58,6 +63,11 @@ class Supervisor:
             name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
             out[name] = info
         return out
+
+    def reset(self) -> None:
+        """Drop the connection after a failed call: the transport would refuse every later one
+        (http.client.CannotSendRequest) even once supervisord is back."""
+        self.rpc("close")()
 
     def kill(self, name: str) -> None:
         self.rpc.supervisor.signalProcess(name, "KILL")
@@ -135,7 +145,8 @@ class Watchdog:
             return None
         try:
             return self.supervisor.processes()
-        except (OSError, xmlrpc.client.Error) as exc:
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
+            self.supervisor.reset()
             self.rpc_errors += 1
             if self.rpc_errors == 1 or self.rpc_errors % 100 == 0:
                 log.warning("supervisord at %s not reachable (%d times): %s", self.supervisor.url, self.rpc_errors, exc)
@@ -213,20 +224,58 @@ class Watchdog:
         return out
 
 
-def start_exporter(cfg, metrics: StackMetrics):
-    """Serve every stage's metrics for Prometheus at monitor.prometheus_host:port/metrics (port 0: off).
+class _Exporter(GuardedServer):
+    def __init__(self, address, access: Access, cfg, metrics: StackMetrics):
+        super().__init__(address, _ExporterHandler, access, cfg.http, "Prometheus exporter")
+        self.metrics = metrics
 
-    A port that cannot be bound is one ERROR line; the watchdog goes on without the exporter.
+
+class _ExporterHandler(GuardedHandler):
+    """GET /metrics: the stack's metrics (the access check ran before, in GuardedHandler)."""
+
+    @property
+    def timeout(self) -> float:
+        return self.server.waiting.timeout_s
+
+    def do_GET(self):
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.server.counters.count("http_refused", f"{self.address_string()}: 404 {self.path[:80]!r}")
+            status, ctype, body = HTTPStatus.NOT_FOUND, "text/plain", b"not found: try /metrics\n"
+        else:
+            status, ctype, body = HTTPStatus.OK, PROMETHEUS_TYPE, self.server.metrics.render()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            log.debug("exporter client %s went away", self.address_string())
+
+
+def start_exporter(cfg, metrics: StackMetrics) -> GuardedServer | None:
+    """Serve every stage's metrics for Prometheus at monitor.prometheus_host:port/metrics (port 0: off),
+    behind the `http:` credentials or metrics token (common/http_access.py; open on loopback when none).
+
+    A port that cannot be bound, bad credentials or TLS files, or a non-loopback address with
+    nothing to guard it are one ERROR line; the watchdog goes on (it guards the detector) without
+    the exporter.
     """
     host, port = cfg.monitor.prometheus_host, cfg.monitor.prometheus_port
     if not port:
         return None
     try:
-        server, _thread = prometheus_client.start_http_server(port, host, registry=metrics.registry)
+        access = Access.from_config(cfg.http, host, port, "Prometheus exporter", "monitor.prometheus_host",
+                                    needs_credentials=False, open_paths=())
+        server = _Exporter((host, port), access, cfg, metrics)
+    except InputError as exc:
+        log.error("%s; the exporter is off", exc)
+        return None
     except OSError as exc:
         log.error("Prometheus exporter not started: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)
         return None
-    log.info("Prometheus metrics of every stage at http://%s:%d/metrics", host, server.server_address[1])
+    threading.Thread(target=server.serve_forever, name="exporter", daemon=True).start()
+    log.info("Prometheus metrics of every stage at %s://%s:%d/metrics", server.scheme, host, server.server_address[1])
     return server
 
 
@@ -257,6 +306,8 @@ def serve(ctx: ServiceContext) -> None:
                 stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.clear()  # stages no longer watched leave no stale flags
             stats.extra.update(dog.extra())
+            if exporter is not None:
+                stats.extra.update(exporter.counters.counts)
             ctx.metrics.tick()
     finally:
         sub.close()

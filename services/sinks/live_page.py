@@ -28,7 +28,8 @@ const row = t => `<tr><td><span class="swatch" style="background:${{t.color}}"><
   `<td>${{text(t.name)}}</td><td>${{t.box.map(v => v.toFixed(0)).join(", ")}}</td><td>${{t.score.toFixed(2)}}</td><td>${{t.state}}</td></tr>`;
 async function poll() {{
   try {{
-    const r = await fetch("/tracks.json", {{cache: "no-store"}});
+    // against the origin: a page opened as http://user:pw@host/ would give fetch() a URL with credentials, which it refuses
+    const r = await fetch(new URL("/tracks.json", location.origin), {{cache: "no-store"}});
     if (r.ok) {{
       const d = await r.json();
       document.getElementById("status").textContent = `frame ${{d.frame_id}} (source ${{d.source_pos}})`;

@@ -10,6 +10,9 @@
 
 The server runs in its own threads (one per client); the bus loop only hands the newest
 frame to `LatestFrame`, so a slow or stalled client skips frames and never slows the bus.
+It is a GuardedServer (common/http_server.py): every route but /healthz needs the `http:`
+credentials when any are set (and off loopback they must be), /metrics also takes the
+metrics bearer token, optional TLS, a bounded number of connections.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ import re
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from common.config import SinkConfig
+from common.config import HttpConfig, SinkConfig
+from common.http_access import Access
+from common.http_server import GuardedHandler, GuardedServer
 from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
 from common.recent import RecentMap
 from services.sinks.base import Sink
@@ -38,24 +42,21 @@ BOUNDARY = "frame"
 SNAPSHOT_PATH = re.compile(r"/snapshots/(\d{1,9})\.jpg")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address, view: "LiveView"):
-        super().__init__(address, _Handler)
+class _Server(GuardedServer):
+    def __init__(self, address, view: "LiveView", access: Access):
+        super().__init__(address, _Handler, access, view.http, f"sink {view.kind}")
         self.view = view
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
+    """Routes GET; the access check ran before (GuardedHandler.parse_request)."""
+
     server: _Server
 
     @property
     def timeout(self) -> float:
         """A client that takes no bytes for this long is disconnected (read by setup())."""
         return self.server.view.cfg.client_timeout_s
-
-    def log_message(self, fmt, *args):
-        log.debug("%s %s", self.address_string(), fmt % args)
 
     def do_GET(self):
         route = {"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
@@ -66,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         if handler is None and SNAPSHOT_PATH.fullmatch(path):
             handler = self._track_snapshot
         if handler is None:
+            self.server.counters.count("http_refused", f"{self.address_string()}: 404 {self.path[:80]!r}")
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
             return
         try:
@@ -150,14 +152,16 @@ class LiveView(Sink, kind="live"):
     def from_context(cls, ctx) -> LiveView:
         cfg, port = ctx.config, ctx.args.port
         return cls(cfg.sink, cls.default_port(cfg) if port is None else port, cfg.stack.id,
-                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), snapshot_dir(cfg))
+                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), cfg.http, snapshot_dir(cfg))
 
     @staticmethod
     def default_port(cfg) -> int:
         return cfg.sink.http_port
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, snapshots: Path):
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig,
+                 snapshots: Path):
         self.cfg = cfg  # host, JPEG quality, stale time, stream limit, client timeout
+        self.http = http  # credentials, TLS, connection bound
         self.stack = stack
         self.snapshot_dir = snapshots
         self.snapshots: RecentMap = RecentMap(KEPT)  # track id -> JPEG of its best view
@@ -171,7 +175,8 @@ class LiveView(Sink, kind="live"):
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = _Server((self.host, self.port), self)
+        access = Access.from_config(self.http, self.host, self.port, f"sink {self.kind}", "sink.http_host")
+        self._server = _Server((self.host, self.port), self, access)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
         self._thread.start()
@@ -179,7 +184,8 @@ class LiveView(Sink, kind="live"):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self._server.scheme if self._server else 'http'}://{host}:{self.port}/"
 
     def handle(self, paired: Paired) -> None:
         record = paired.record(time.time())
@@ -205,7 +211,9 @@ class LiveView(Sink, kind="live"):
             return None
 
     def stats(self) -> dict[str, float]:
-        return {"clients": self.streams, "jpeg_encoded": self.latest.encoded, "jpeg_ms": self.latest.encode_ms}
+        doors = self._server.counters.counts if self._server else {}
+        return {"clients": self.streams, "jpeg_encoded": self.latest.encoded, "jpeg_ms": self.latest.encode_ms,
+                "connections": self._server.connections if self._server else 0, **doors}
 
     def enter_stream(self) -> bool:
         with self._lock:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.config import SinkConfig
+from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
 from services.sinks.live_page import PAGE
 from services.sinks.live_view import LiveView
@@ -63,8 +63,9 @@ class PrivacyView(LiveView, kind="privacy"):
     def default_port(cfg) -> int:
         return cfg.sink.privacy_port
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, snapshots: Path):
-        super().__init__(cfg, port, stack, metrics, snapshots)
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig,
+                 snapshots: Path):
+        super().__init__(cfg, port, stack, metrics, http, snapshots)
         self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
         self.blurred = 0
 
