@@ -16,6 +16,7 @@ import time
 import urllib.parse
 
 import cv2
+import numpy as np
 import pytest
 
 from common.config import HttpConfig
@@ -147,7 +148,9 @@ def test_credentials_and_the_metrics_token_guard_every_route_but_healthz(stack, 
         assert request(url + "tracks.json", right)[0] == 200
     status, headers, body = request(url + "snapshot.jpg", good)
     assert status == 200 and body[:2] == b"\xff\xd8"
-    assert request(url + "snapshots/1.jpg", good)[0] == 404  # checked before routing: a new route is covered
+    status, _, body = request(url + "snapshots/1.jpg", good)  # track 1's face snapshot, behind the same door
+    assert status == 200 and body[:2] == b"\xff\xd8"
+    assert request(url + "snapshots/7.jpg", good)[0] == 404  # track 7 is never confirmed: no snapshot
     assert request(url + "healthz")[0] == 200  # open for probes: frame age only
 
     assert request(url + "metrics", "Bearer s3cret-token")[0] == 200
@@ -396,6 +399,11 @@ def test_the_watchdog_exporter_takes_the_bearer_token_and_refuses_to_open_up(sta
         assert proc.wait(timeout=10) == 0
 
 
+def match_image(shot, image) -> float:
+    """How well `image` appears somewhere in the screenshot (normalised cross-correlation, best place)."""
+    return cv2.minMaxLoc(cv2.matchTemplate(shot, image, cv2.TM_CCOEFF_NORMED))[1]
+
+
 def test_browser_gets_401_without_credentials_and_the_stream_with_them(stack, secrets_dir, chromium_problem):  # noqa: F811
     """Headless Chromium: the page alone is refused (401; headless shows nothing, it has no dialog to
     ask); with the credentials in the URL it authenticates once and the page's stream and table
@@ -410,9 +418,20 @@ def test_browser_gets_401_without_credentials_and_the_stream_with_them(stack, se
         sink.wait_log(r"not authorised for '/'")  # Chromium was answered 401 (headless has no dialog to ask)
         shot = screenshot(f"http://{USER}:{urllib.parse.quote(PASSWORD)}@127.0.0.1:{port}/", stack.tmp)
     frame = stack.images[POS]
-    match = lambda image: cv2.minMaxLoc(cv2.matchTemplate(image, frame, cv2.TM_CCOEFF_NORMED))[1]  # noqa: E731
+    match = lambda image: match_image(image, frame)  # noqa: E731
     assert 'id="video"' not in refused and "tracks.json" not in refused, refused[-500:]  # no page, no stream
     assert match(shot) > 0.8, f"the stream is not on the page (best match {match(shot):.2f})"
     below = shot[frame.shape[0]:]  # the tracks table, filled by the page's script with the same credentials
     assert (colour_distance(below, track_colour(1)) < 40).sum() >= 50, "the tracks table shows no track 1"
+
+    # Track 1's face snapshot: refused without credentials, shown with them (Chromium renders the JPEG).
+    failures = stack.wait_metrics("sink-live", lambda m: "auth_failures" in m.extra).extra["auth_failures"]
+    refused = chromium(stack.tmp, "--dump-dom", f"http://127.0.0.1:{port}/snapshots/1.jpg").stdout
+    assert "<img" not in refused, refused[-300:]
+    stack.wait_metrics("sink-live", lambda m: m.extra["auth_failures"] > failures)  # Chromium was answered 401
+    status, _, jpeg = request(f"http://127.0.0.1:{port}/snapshots/1.jpg", good)
+    assert status == 200
+    face = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    shown = screenshot(f"http://{USER}:{urllib.parse.quote(PASSWORD)}@127.0.0.1:{port}/snapshots/1.jpg", stack.tmp)
+    assert match_image(shown, face) > 0.8, f"the snapshot is not shown (best match {match_image(shown, face):.2f})"
     assert sink.stop() == 0
