@@ -25,6 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger("sink.retention")
 
+LOG_EVERY_S = 600.0  # a prune that deletes logs one line at most this often (the metrics count every one)
 QUIET_S = 60.0  # an emptied directory with a write younger than this is kept (a writer may be in it)
 
 
@@ -63,6 +64,7 @@ class Retention:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.total = PruneCounts()  # files/bytes deleted since start; files/bytes as of the last prune
+        self._logged_at = -LOG_EVERY_S
 
     @classmethod
     def from_config(cls, root: str | os.PathLike, sink) -> Retention:
@@ -94,9 +96,11 @@ class Retention:
         self.total.files_deleted += counts.files_deleted
         self.total.bytes_deleted += counts.bytes_deleted
         self.total.files, self.total.bytes = counts.files, counts.bytes
-        if counts.files_deleted:
-            log.info("retention: deleted %d files (%.1f MB) under %s; %d files, %.1f MB left",
-                     counts.files_deleted, counts.bytes_deleted / 2**20, self.root, counts.files, counts.bytes / 2**20)
+        if counts.files_deleted and now - self._logged_at >= LOG_EVERY_S:
+            self._logged_at = now
+            log.info("retention: %d files (%.1f MB) deleted under %s since start; %d files, %.1f MB left",
+                     self.total.files_deleted, self.total.bytes_deleted / 2**20, self.root, counts.files,
+                     counts.bytes / 2**20)
         return counts
 
     def stats(self) -> dict[str, float]:
