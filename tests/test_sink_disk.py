@@ -15,7 +15,7 @@ import time
 import pytest
 
 from needs import missing
-from services.sinks.record_files import RecordFiles, complete_lines, segment_paths
+from services.sinks.record_files import RecordFiles, complete_lines, read_records, segment_paths
 from stack_support import error_lines, wait_for
 
 SERVICE = "sink-recorder"
@@ -42,11 +42,6 @@ def fill(path) -> None:
                     f.write(b"\0" * chunk)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
-
-
-def records(directory) -> list[dict]:
-    """Every complete JSON line of a record directory, segments in order."""
-    return [json.loads(line) for p in segment_paths(directory, "tracks.jsonl") for line in complete_lines(p.read_text())]
 
 
 def mot_lines(directory) -> list[str]:
@@ -80,10 +75,10 @@ def test_a_frame_is_written_whole_or_not_at_all_when_the_disk_fills(tmpfs):
 def test_a_full_disk_pauses_the_recorder_with_one_line_and_it_resumes_by_itself(stack, tmpfs):
     sink = stack.sink("--kind", "recorder", f"--set=sink.record_dir={tmpfs}")
     directory = tmpfs / sink.wait_log(r"recording to (\S+)").group(1).rsplit("/", 1)[1]
-    stack.publish_until(lambda: len(records(directory)) >= 20)
+    stack.publish_until(lambda: len(read_records(directory)) >= 20)
     fill(tmpfs / "filler")
     stack.publish_until(lambda: getattr(stack.newest_metrics(SERVICE), "extra", {}).get("frames_not_recorded", 0) >= 30)
-    before = records(directory)
+    before = read_records(directory)
 
     assert sink.proc.poll() is None  # up, and still reading the bus
     [line] = error_lines(sink.log())
@@ -103,7 +98,7 @@ def test_a_full_disk_pauses_the_recorder_with_one_line_and_it_resumes_by_itself(
     last = stack.next_id - 1
     m = stack.wait_metrics(SERVICE, lambda m: m.frames_out + m.dropped >= last + 1 - ids[0])
     assert m.extra["disk_full"] == 0 and m.extra["frames_not_recorded"] == missed >= 30
-    after = [r["frame_id"] for r in records(directory)]
+    after = [r["frame_id"] for r in read_records(directory)]
     assert after[:len(ids)] == ids and after[-1] == last
     assert len(set(range(ids[0], last + 1)) - set(after)) == missed + m.dropped  # the gap is what was counted
     assert len(mot_lines(directory)) == len(after)
@@ -127,8 +122,8 @@ def test_retention_keeps_record_dir_within_its_size_oldest_first(stack, tmp_path
         stack.publish_n(60, fps=100)
         sizes.append(du(root))
     last = stack.next_id - 1
-    wait_for(lambda: records(directory)[-1]["frame_id"] == last, timeout=15, what="the last frame recorded")
-    written = sum(len(json.dumps(r)) + 1 for r in records(directory)) * (last + 1) / len(records(directory))
+    wait_for(lambda: read_records(directory)[-1]["frame_id"] == last, timeout=15, what="the last frame recorded")
+    written = sum(len(json.dumps(r)) + 1 for r in read_records(directory)) * (last + 1) / len(read_records(directory))
     m = stack.wait_metrics(SERVICE, lambda m: m.extra.get("record_bytes", 1e9) <= limit
                            and m.extra["retention_bytes_deleted"] > written - limit)
 
@@ -137,7 +132,7 @@ def test_retention_keeps_record_dir_within_its_size_oldest_first(stack, tmp_path
     assert max(sizes) <= limit + 100 * 360  # within the limit, plus what a frame rate writes between prunes
     numbers = sorted(int(p.stem.split("-")[1]) for p in directory.glob("tracks-*.jsonl"))
     assert numbers and numbers[0] > 1 and numbers == list(range(numbers[0], numbers[-1] + 1))  # a suffix
-    ids = [r["frame_id"] for r in records(directory)]
+    ids = [r["frame_id"] for r in read_records(directory)]
     assert ids == list(range(ids[0], last + 1)) and ids[0] > 0  # the newest frames, none missing
     assert (directory / "tracks.jsonl").exists() and (directory / "tracks.txt").exists()
     assert sink.stop() == 0

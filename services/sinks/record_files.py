@@ -32,6 +32,7 @@ an unterminated last line (`complete_lines`).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -66,6 +67,11 @@ def segment_paths(directory: Path, name: str) -> list[Path]:
     """A record's files in order: the closed segments by number, then the current file."""
     current = directory / name
     return [p for _, p in _closed(directory, name)] + ([current] if current.exists() else [])
+
+
+def read_records(directory: Path, name: str = "tracks.jsonl") -> list[dict]:
+    """Every complete JSON line of a record directory's `name`, its segments in order."""
+    return [json.loads(line) for p in segment_paths(directory, name) for line in complete_lines(p.read_text())]
 
 
 class _Segment:
