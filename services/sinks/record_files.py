@@ -31,6 +31,7 @@ an unterminated last line (`complete_lines`).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -217,6 +218,12 @@ class RecordFiles:
             if seg.fd is None:
                 seg.open()
         self._opened_at = time.monotonic()
+        with contextlib.suppress(OSError):  # a write error shows on the writes; some file systems refuse this
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)  # the new files' names (and a rotation's renames) survive a power cut
+            finally:
+                os.close(dir_fd)
 
     def _due(self, mono: float) -> bool:
         return (mono - self._opened_at >= self.segment_s
@@ -229,11 +236,6 @@ class RecordFiles:
             seg.close()
             if seg.size:
                 os.rename(seg.path, seg.closed_name(number))
-        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # the renames survive a power cut
-        finally:
-            os.close(dir_fd)
         self._dirty = False
 
     def _undo(self, segs: list, sizes: list[int]) -> None:

@@ -31,7 +31,7 @@ QUIET_S = 60.0  # an emptied directory with a write younger than this is kept (a
 
 def mark_in_use(fd: int) -> None:
     """Mark an open file as being written: no prune (in any process) deletes it while it stays open."""
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits, at most for a prune's unlink of this very file
 
 
 def root_for(directory: Path, record_dir: Path) -> Path:
