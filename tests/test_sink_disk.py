@@ -157,3 +157,20 @@ def test_retention_deletes_by_age_but_never_the_files_being_written(stack, tmp_p
     stack.wait_metrics(SERVICE, lambda m: True)  # a prune or more since
     assert jsonl.exists() and complete_lines(jsonl.read_text()) and (directory / "tracks.txt").exists()
     assert sink.stop() == 0
+
+
+def test_the_jsonl_sink_writes_segments_under_retention_with_out(stack, tmp_path):
+    root = tmp_path / "records"
+    out = root / "jsonl"
+    sink = stack.sink("--kind", "jsonl", "--out", str(out), f"--set=sink.record_dir={root}",
+                      "--set=sink.max_record_mb=0.02", "--set=sink.retention_check_s=0.2")
+    stack.publish_until(lambda: (out / "tracks.jsonl").exists())
+    stack.publish_n(200, fps=100)
+    last = stack.next_id - 1
+    wait_for(lambda: read_records(out)[-1]["frame_id"] == last, timeout=15, what="the last frame written")
+    m = stack.wait_metrics("sink-jsonl", lambda m: m.extra.get("retention_files_deleted", 0) > 0
+                           and m.extra["record_bytes"] <= 0.02 * 2**20)
+    ids = [r["frame_id"] for r in read_records(out)]
+    assert ids == list(range(ids[0], last + 1)) and ids[0] > 0  # the oldest segments went, the rest is whole
+    assert m.extra["frames_not_recorded"] == 0 and m.extra["disk_full"] == 0
+    assert sink.stop() == 0
