@@ -71,8 +71,15 @@ def segment_paths(directory: Path, name: str) -> list[Path]:
 
 
 def read_records(directory: Path, name: str = "tracks.jsonl") -> list[dict]:
-    """Every complete JSON line of a record directory's `name`, its segments in order."""
-    return [json.loads(line) for p in segment_paths(directory, name) for line in complete_lines(p.read_text())]
+    """Every complete JSON line of a record directory's `name`, its segments in order (one
+    that retention deletes while this reads is left out)."""
+    out = []
+    for path in segment_paths(directory, name):
+        try:
+            out += [json.loads(line) for line in complete_lines(path.read_text())]
+        except FileNotFoundError:
+            continue
+    return out
 
 
 class _Segment:

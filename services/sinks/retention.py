@@ -7,11 +7,19 @@
 every session, the jsonl sink's, face snapshots), deletes those last modified more than
 `max_age_s` ago, then the oldest (by mtime) until the total is at most `max_bytes`; 0 turns
 either limit off. A file a writer still has open and has marked with `mark_in_use(fd)` (a
-shared `flock`, so it holds across processes and ends with the process) is never deleted,
-nor counted as deletable: the current segment of a recorder stays whole. A directory that a
-prune empties is removed when its newest deleted file was older than `QUIET_S`, so a writer creates its
-directory when it is missing (`mkdir(parents=True, exist_ok=True)`) before writing into it.
-Several processes may prune the same root at once: a file one of them deleted first is skipped.
+shared `flock`, so it holds across processes and ends with the process) is never deleted
+(its bytes still count; the next oldest goes instead): the current segment of a recorder
+stays whole. A directory that a prune empties is removed when its newest deleted file was
+older than `QUIET_S`, so a writer makes its directory when it is missing
+(`mkdir(parents=True, exist_ok=True)`) before writing into it. Several processes may prune
+the same root at once: a file one of them deleted first is skipped.
+
+A sink kind that writes files gets this for nothing: its `record_root()` (services/sinks/
+base.py) returns the directory they are under, normally `Path(ctx.config.sink.record_dir)`,
+and the sink loop (services/sink.py) prunes that root every `sink.retention_check_s` with
+the limits `sink.max_record_mb` and `sink.retention_days` (`Retention.from_config`), and adds
+`stats()` to the sink's metrics. Any file under `sink.record_dir` is pruned by whichever
+sink runs, whoever wrote it.
 """
 from __future__ import annotations
 
