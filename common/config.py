@@ -138,6 +138,9 @@ class SinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     http_port: Port = 8080
     jpeg_quality: JpegQuality = 80
     record_dir: str = "{run_dir}/records"
+    retention_days: NonNegativeFloat = 7.0
+    max_record_mb: NonNegativeFloat = 1024.0
+    retention_check_s: PositiveFloat = 5.0
     privacy_port: Port = 8081
     privacy_margin: NonNegativeFloat = 0.2
     privacy_blocks: Positive = 8

@@ -26,6 +26,7 @@ import psutil
 from common.bus import Subscriber
 from common.messages import Frame, Metrics, Tracks
 from facetrack.stack import Stack
+from services.sinks.record_files import read_records
 from services.sources.composed_faces import MAX_FACES
 
 log = logging.getLogger("bench.pipeline")
@@ -48,7 +49,7 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 def _recorded(run_dir: Path) -> list[dict]:
     rows = []
     for path in run_dir.glob("records/**/tracks.jsonl"):
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows += read_records(path.parent)  # every segment; an unterminated last line skipped
     return rows
 
 

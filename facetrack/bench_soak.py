@@ -8,6 +8,12 @@ at the start (after `--warmup`) and end, its maximum, the growth and the fitted 
 (MB per hour, least squares over the samples), restarts, and the stage's fps (mean, min);
 also its anonymous memory (RssAnon: the heap, without the library code and the shared frame
 ring that RSS also counts, pages that come and go with use but never leak).
+The recorder runs with a small `--max-record-mb` (sink.max_record_mb), so its segments
+rotate and retention prunes them all along: each sample also has the size of the record
+directory (sink.record_dir, every file under it), and the summary its maximum, final size
+and whether it stayed bounded: at most the limit plus RECORD_SLACK of it (the directory
+grows by what is written between two prunes, every sink.retention_check_s), with the
+recorder's own counters (files deleted, frames not recorded).
 Start and end are medians over the first and last minute: RSS swings for a few seconds
 while many faces are tracked at once (the tracker's by ~15 %), and one sample taken in
 such a swing would read as growth. A 30-minute soak is a benchmark outside CI: a leak shows
@@ -36,6 +42,9 @@ from facetrack.stack import Stack
 log = logging.getLogger("bench.soak")
 PIPELINE = ("broker", "capture", "detector", "tracker", "sink", "watchdog")
 EDGE_S = 60.0  # the start and end RSS are medians over this many seconds
+RECORD_SLACK = 0.1  # the record directory may exceed its limit by this fraction between two prunes
+RECORDER_COUNTERS = ("record_bytes", "record_files", "retention_files_deleted", "retention_bytes_deleted",
+                     "recorded", "frames_not_recorded", "disk_full")
 
 
 def _free_port() -> int:
@@ -77,6 +86,28 @@ def _summary(samples: list[dict], programs: list[str]) -> dict:
     return out
 
 
+def _dir_mb(root: Path) -> float:
+    """The size of every file under `root`, as retention counts it (files vanish while we walk)."""
+    total = 0
+    for top, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total / 2**20
+
+
+def _record_summary(samples: list[dict], limit_mb: float, recorder: Metrics | None) -> dict:
+    sizes = [s["record_mb"] for s in samples if "record_mb" in s]
+    out = {"limit_mb": limit_mb, "max_mb": round(max(sizes), 3) if sizes else None,
+           "final_mb": round(sizes[-1], 3) if sizes else None,
+           "bounded": bool(sizes) and (limit_mb == 0 or max(sizes) <= limit_mb * (1 + RECORD_SLACK))}
+    if recorder is not None:
+        out.update({k: recorder.extra[k] for k in RECORDER_COUNTERS if k in recorder.extra})
+    return out
+
+
 def _rss_anon_mb(pid: int) -> float | None:
     """The process's private anonymous memory (its heap, not library code or the shared
     frame ring, which RSS also counts), or None where /proc does not say."""
@@ -91,11 +122,12 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
     overrides = {
         "stack": {"id": f"soak{os.getpid()}"},
         "capture": {"source": args.source, "loop": True},
-        "sink": {"http_port": _free_port(), "privacy_port": _free_port()},
+        "sink": {"http_port": _free_port(), "privacy_port": _free_port(), "max_record_mb": args.max_record_mb},
     }
     sinks = [s for s in args.sinks.split(",") if s]
     with Stack(run_dir, overrides, autostart={s: True for s in sinks}) as stack:
         programs = [*PIPELINE, *sinks]
+        record_dir = Path(stack.config.sink.record_dir)
         stack.start(wait_for=tuple(programs), timeout=120)
         sub = Subscriber(stack.config.bus.subscribe, [Metrics.TOPIC], hwm=10000)
         latest: dict[int, Metrics] = {}  # by pid: a program's stage, whatever its service name
@@ -134,18 +166,23 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                     m = latest.get(pid)
                     if m is not None and time.time() - m.t < 5:
                         sample["fps"][program] = round(m.fps, 2)
+                sample["record_mb"] = round(_dir_mb(record_dir), 3)
                 samples.append(sample)
                 if time.monotonic() >= end:
                     break
-                log.info("%.0f s: rss %s", sample["t_s"], {p: round(v) for p, v in sample["rss_mb"].items()})
+                log.info("%.0f s: rss %s, records %.2f MB", sample["t_s"],
+                         {p: round(v) for p, v in sample["rss_mb"].items()}, sample["record_mb"])
                 pump(min(args.interval, max(0.0, end - time.monotonic())))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop early and still report what was sampled
             log.info("interrupted after %d samples", len(samples))
             for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the shutdown short
                 signal.signal(sig, signal.SIG_IGN)
         sub.close()
+        recorder_pid = samples[-1]["pid"].get("sink-recorder") if samples else None
+        record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid))
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
-            "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "samples": samples}
+            "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "record_dir": record,
+            "samples": samples}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first sample (model load)")
     parser.add_argument("--source", default="demo://")
     parser.add_argument("--sinks", default="sink-recorder", help="extra sink programs to attach, comma separated")
+    parser.add_argument("--max-record-mb", type=float, default=2.0,
+                        help="sink.max_record_mb for the run: small, so retention works all along (0 = no limit)")
     parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)

@@ -7,7 +7,9 @@ reads the pixels from the ring when the kind needs them, and hands each pair to 
 Every tracks frame id is either processed or counted as dropped (a gap in the ids, a frame
 that never came or was overwritten in the ring, or skipped by a viewer that fell behind);
 the latency of a processed frame is now - t_capture (both wall-clock `time.time()`).
-Several sinks can run at once: each is its own subscriber.
+Several sinks can run at once: each is its own subscriber. A sink that writes files names
+their directory (`Sink.record_root`, normally `sink.record_dir`); the loop prunes every file
+under it every `sink.retention_check_s` (services/sinks/retention.py), never per frame.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
 from services.sinks.snapshots import SnapshotBook
+from services.sinks.retention import Retention
 
 log = logging.getLogger("sink")
 
@@ -37,7 +40,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, help="sink kind (default: sink.kind of the config)")
     parser.add_argument("--port", type=int, help="live, privacy: HTTP port (default: sink.http_port, "
                         "sink.privacy_port; 0 = any free)")
-    parser.add_argument("--out", help="recorder: write into exactly this directory")
+    parser.add_argument("--out", help="recorder, jsonl: write into exactly this directory")
 
 
 def make_sink(kind: str, ctx: ServiceContext) -> Sink:
@@ -58,6 +61,11 @@ class SinkLoop:
         self.stale = 0
         self.failed = 0
         self.names = RecentMap(MAX_NAMES)  # track id -> name, from the identity service
+        root = sink.record_root()
+        if root is None and snapshots is not None:  # a live view's or MQTT sink's snapshots are files too
+            root = snapshots.directory.parent
+        self.retention = None if root is None else Retention.from_config(root, ctx.config.sink)
+        self._prune_at = 0.0  # the first turn prunes: a restart finds what accumulated
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -106,6 +114,14 @@ class SinkLoop:
         self.ctx.stats.latency("capture_to_sink", now - tracks.t_capture)
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
+    def tick(self) -> None:
+        """Every loop turn: the sink's own clock, and retention when it is due."""
+        self.sink.tick()
+        now = time.monotonic()
+        if self.retention is not None and now >= self._prune_at:
+            self._prune_at = now + self.ctx.config.sink.retention_check_s
+            self.retention.prune(time.time())
+
     def update_stats(self) -> None:
         stats = self.ctx.stats
         stats.dropped = self.pairer.dropped + self.stale
@@ -113,6 +129,8 @@ class SinkLoop:
         stats.extra.update(self.sink.stats())
         if self.snapshots is not None:
             stats.extra.update(self.snapshots.stats())
+        if self.retention is not None:
+            stats.extra.update(self.retention.stats())
         stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
 
@@ -134,7 +152,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
     try:
         while not ctx.stop.is_set():
             loop.batch(sub.batch(timeout_ms=100).messages)
-            sink.tick()
+            loop.tick()
             loop.update_stats()
             ctx.metrics.tick()
     finally:

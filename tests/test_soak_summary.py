@@ -1,7 +1,8 @@
-"""`bench soak`'s summary: growth from the first and last minute, not from two samples."""
+"""`bench soak`'s summary: growth from the first and last minute, not from two samples; the record
+directory bounded by its limit and the slack of one prune interval."""
 from __future__ import annotations
 
-from facetrack.bench_soak import _summary
+from facetrack.bench_soak import _record_summary, _summary
 
 
 def _samples(rss_of_t, anon_of_t=lambda t: 60.0):
@@ -22,3 +23,10 @@ def test_steady_growth_is_reported():
     assert 28 < row["growth_mb"] < 31 and 28 < row["growth_pct"] < 31
     assert abs(row["growth_mb_per_hour"] - 60) < 0.5
     assert row["anon_start_mb"] < 51 and 56 < row["anon_growth_pct"] < 62
+
+
+def test_the_record_directory_is_bounded_only_within_its_slack():
+    samples = [{"record_mb": mb} for mb in (0.5, 1.9, 2.15, 2.0)]
+    assert _record_summary(samples, 2.0, None) == {"limit_mb": 2.0, "max_mb": 2.15, "final_mb": 2.0, "bounded": True}
+    samples.append({"record_mb": 2.3})  # more than one prune interval's writes over the limit
+    assert _record_summary(samples, 2.0, None)["bounded"] is False

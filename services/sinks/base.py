@@ -7,6 +7,7 @@ kind means one module in this package and nothing else to edit.
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -66,6 +67,12 @@ class Sink(abc.ABC):
 
     def tick(self) -> None:
         """Called on every turn of the loop, frames or not: for work on a clock of the sink's own."""
+
+    def record_root(self) -> Path | None:
+        """The directory this sink writes files under, normally `sink.record_dir` (None: no files).
+        The sink loop keeps it within `sink.max_record_mb` and `sink.retention_days`, pruning
+        every file under it, oldest first (services/sinks/retention.py)."""
+        return None
 
     def stats(self) -> dict[str, float]:
         """The sink's own counters, for the `extra` map of its metrics."""

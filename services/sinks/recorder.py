@@ -6,9 +6,15 @@
   tracks.jsonl  one object per frame: frame_id, source_pos, t_capture, t_tracked, t_sink,
                 tracks (every state, lost ones included)
 
-Both files are line buffered: every frame reaches the OS before the next one is handled,
-so killing the process (even with SIGKILL) loses nothing already recorded. An existing
-directory (`--out`) is appended to, so a restarted recorder keeps what it wrote before.
+Both are segmented (services/sinks/record_files.py): the current files keep these names,
+closed ones are numbered (`tracks-000001.txt`, `tracks-000001.jsonl`, the same frames), so a
+session's whole MOT file is `cat tracks-*.txt tracks.txt`, with the frame numbers as they are;
+the sink loop deletes the oldest segments to keep `sink.record_dir` within its limits
+(services/sinks/retention.py). Every frame reaches the OS before the next one is handled, so
+killing the process (even with SIGKILL) loses nothing already recorded; files are fsync'd
+once a second, so a power cut loses at most about the last second. A frame is written to both
+files or to neither; a full disk pauses recording (one ERROR line) until there is room again.
+An existing directory (`--out`) is appended to, so a restarted recorder keeps what it wrote.
 """
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ from pathlib import Path
 
 from services.sinks.base import Sink
 from services.sinks.pairing import Paired
+from services.sinks.record_files import RecordFiles
+from services.sinks.retention import root_for
 
 log = logging.getLogger("sink.recorder")
+FILES = ("tracks.txt", "tracks.jsonl")
 
 
 def session_dir(record_dir: str | Path, stack_id: str) -> Path:
@@ -52,35 +61,34 @@ class Recorder(Sink, kind="recorder"):
     wants_snapshots = True  # saved beside the recordings (snapshots.py)
     options = ("out",)
 
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.frames = 0
-        self._mot = None
-        self._jsonl = None
+    def __init__(self, files: RecordFiles, root: Path):
+        self.files, self.root = files, root
 
     @classmethod
     def from_context(cls, ctx) -> Recorder:
+        sink = ctx.config.sink
         out = ctx.args.out
-        return cls(Path(out) if out else session_dir(ctx.config.sink.record_dir, ctx.config.stack.id))
+        directory = Path(out) if out else session_dir(sink.record_dir, ctx.config.stack.id)
+        return cls(RecordFiles.from_config(directory, FILES, sink, log), root_for(directory, Path(sink.record_dir)))
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._mot = open(self.directory / "tracks.txt", "a", buffering=1, encoding="ascii")
-        self._jsonl = open(self.directory / "tracks.jsonl", "a", buffering=1, encoding="utf-8")
-        log.info("recording to %s", self.directory)
+        self.files.open()
+        log.info("recording to %s", self.files.directory)
 
     def handle(self, paired: Paired) -> None:
-        lines = mot_lines(paired)
-        if lines:
-            self._mot.write(lines)  # one write per frame; line buffering hands it to the OS
-        self._jsonl.write(json.dumps(paired.record(time.time())) + "\n")
-        self.frames += 1
+        record = json.dumps(paired.record(time.time())) + "\n"
+        self.files.write({"tracks.txt": mot_lines(paired).encode("ascii"), "tracks.jsonl": record.encode("utf-8")})
+
+    def tick(self) -> None:
+        self.files.tick()
+
+    def record_root(self) -> Path:
+        return self.root
 
     def stats(self) -> dict[str, float]:
-        return {"recorded": self.frames}
+        return self.files.stats()
 
     def close(self) -> None:
-        for f in (self._mot, self._jsonl):
-            if f is not None:
-                f.close()
-        log.info("recorded %d frames in %s", self.frames, self.directory)
+        self.files.close()
+        log.info("recorded %d frames in %s (%d not recorded)", self.files.frames, self.files.directory,
+                 self.files.not_recorded)

@@ -9,7 +9,8 @@ is replaced when a view beats it by `snapshots.better_view`, at most once every
 Files are `<sink.record_dir>/snapshots/<stack>-<track start>-<track id>.jpg`, written through
 a temporary file and a rename, so a reader never sees half a JPEG and two sink processes
 writing the same snapshot do not collide. They live under the record directory, so the
-recordings' retention (size and age) bounds them too. A failed write (a full disk) is
+recordings' retention (size and age; services/sinks/retention.py) bounds them too: the loop of
+a sink that keeps snapshots prunes that directory even when the sink writes nothing else. A failed write (a full disk) is
 counted and logged once a hundred; the snapshot stays in memory and is still handed to the
 sink. The sink loop (services/sink.py) keeps one book for each sink kind that asks
 (`Sink.wants_snapshots`): the live view serves them, the MQTT sink publishes them. The
