@@ -176,6 +176,8 @@ def test_a_full_server_answers_503_and_serves_again_when_a_stream_ends(stack, se
     url = f"http://127.0.0.1:{port}/"
     good = basic(USER, PASSWORD)
     stack.publish_until(lambda: request(url + "tracks.json", good)[0] == 200)
+    # the server lets go of those requests' connections in its own threads: start from none held
+    stack.publish_until(lambda: (m := stack.newest_metrics("sink-live")) is not None and m.extra.get("connections") == 0)
     with stack.publishing(fps=30):
         streams = []
         for _ in range(2):
