@@ -43,6 +43,7 @@ log = logging.getLogger("bench.soak")
 PIPELINE = ("broker", "capture", "detector", "tracker", "sink", "watchdog")
 EDGE_S = 60.0  # the start and end RSS are medians over this many seconds
 RECORD_SLACK = 0.1  # the record directory may exceed its limit by this fraction between two prunes
+RETENTION_CHECK_S = 1.0  # sink.retention_check_s of the run: a small limit is overshot by ~1 s of writing, not 5
 RECORDER_COUNTERS = ("record_bytes", "record_files", "retention_files_deleted", "retention_bytes_deleted",
                      "recorded", "frames_not_recorded", "disk_full")
 
@@ -122,7 +123,8 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
     overrides = {
         "stack": {"id": f"soak{os.getpid()}"},
         "capture": {"source": args.source, "loop": True},
-        "sink": {"http_port": _free_port(), "privacy_port": _free_port(), "max_record_mb": args.max_record_mb},
+        "sink": {"http_port": _free_port(), "privacy_port": _free_port(), "max_record_mb": args.max_record_mb,
+                 "retention_check_s": RETENTION_CHECK_S},
     }
     sinks = [s for s in args.sinks.split(",") if s]
     with Stack(run_dir, overrides, autostart={s: True for s in sinks}) as stack:

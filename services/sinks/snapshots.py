@@ -35,7 +35,7 @@ from common.recent import RecentMap
 
 log = logging.getLogger("sink.snapshots")
 
-KEPT = 256  # snapshots of ended tracks kept in memory (the newest ones)
+KEPT = 32  # snapshots of ended tracks kept in memory (the newest ones; older ones are read from disk)
 
 
 def snapshot_dir(cfg: Config) -> Path:
