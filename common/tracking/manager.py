@@ -234,7 +234,7 @@ class TrackManager:
         for tr in shown:
             if tr.state == LOST and len(confirmed) and iou_matrix(tr.box, confirmed).max() > self.cfg.match_iou:
                 continue
-            state = typing.cast(Literal["confirmed", "lost"], tr.state)  # shown holds no tentative one
+            state = typing.cast("Literal['confirmed', 'lost']", tr.state)  # shown holds no tentative one
             out.append(Track(tr.id, tr.box.tolist(), tr.score, state, frame_id - tr.born))
         return out
 
