@@ -13,19 +13,23 @@ PYTEST_ARGS ?=
 JS_DIR := models/facerec/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: run test lint test-slow setup apt apt-arm model js bench check-aarch64 clean
+.PHONY: run test lint typecheck test-slow setup apt apt-arm model js bench check-aarch64 clean
 
 run: setup model
 	@install -d -m 0700 run run/logs
 	@$(PY) -c "from common.config import load_config as l; c=l(); print(f'facetrack: live view at http://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
 	umask 077 && $(VENV)/bin/supervisord -n -c supervisord.conf
 
-test: lint apt model js
+test: lint typecheck apt model js
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff's default rules (pyflakes and pycodestyle's errors): unused imports, undefined names, ...
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# mypy over the packages (settings and paths: pyproject.toml's [tool.mypy]).
+typecheck: setup
+	$(VENV)/bin/mypy
 
 test-slow: setup apt apt-arm model js
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -152,7 +152,7 @@ class Subscriber:
 
     def drain(self) -> list:
         """Every valid message already queued, oldest first, without waiting."""
-        out = []
+        out: list = []
         waiting = 0
         while True:
             try:

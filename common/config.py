@@ -28,10 +28,16 @@ from msgspec import Meta
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
-TRACKER_KINDS = ("kcf", "csrt", "mosse", "none")
-DETECTOR_MODELS = ("full", "short", "ssd-mobilenet")
-DETECTOR_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
-IDENTITY_BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
+# The choices, once: Literal types for the Structs (msgspec and mypy both read them), and the
+# tuples derived from them for the code registries (tests/test_config.py compares the two).
+TrackerKind = Literal["kcf", "csrt", "mosse", "none"]
+DetectorModel = Literal["full", "short", "ssd-mobilenet"]
+DetectorBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
+IdentityBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
+TRACKER_KINDS: tuple[str, ...] = typing.get_args(TrackerKind)
+DETECTOR_MODELS: tuple[str, ...] = typing.get_args(DetectorModel)
+DETECTOR_BACKENDS: tuple[str, ...] = typing.get_args(DetectorBackend)
+IDENTITY_BACKENDS: tuple[str, ...] = typing.get_args(IdentityBackend)
 
 Positive = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
@@ -78,8 +84,8 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    variant: Literal[DETECTOR_MODELS] = "full"
-    backend: Literal[DETECTOR_BACKENDS] = "tvm"
+    variant: DetectorModel = "full"
+    backend: DetectorBackend = "tvm"
     model_dir: str = "models/build"
     every_n: Positive = 3
     score_threshold: Fraction = 0.5
@@ -96,7 +102,7 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    kind: Literal[TRACKER_KINDS] = "kcf"
+    kind: TrackerKind = "kcf"
     match_iou: Fraction = 0.3
     min_hits: Positive = 2
     max_lost_s: NonNegativeFloat = 3.0
@@ -118,7 +124,7 @@ class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gallery: str = "{run_dir}/gallery.sqlite"
-    backend: Literal[IDENTITY_BACKENDS] = "onnxruntime"
+    backend: IdentityBackend = "onnxruntime"
     model_dir: str = "models/build"
     threads: Positive = 1
     threshold: PositiveFloat = 0.5
@@ -276,7 +282,7 @@ def _one_line(exc: msgspec.ValidationError, data: dict) -> str:
         section, name = key.split(".", 1)
         allowed = typing.get_args(typing.get_type_hints(SECTIONS[section])[name])
         message += f" (allowed: {', '.join(map(str, allowed))})"
-    value = data
+    value: object = data
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return f"config key '{key}': {message}, got {value!r:.80}"

@@ -113,7 +113,7 @@ class AuthorizedKeys:
     def _reload_if_changed(self) -> None:
         try:
             files = self._files()
-            stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+            stamp: tuple = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         except OSError as exc:
             stamp = ("unreadable", str(exc))
             files = []

@@ -75,6 +75,7 @@ class Entry:
     def matches(self, user: str, password: str) -> bool:
         user_ok = hmac.compare_digest(self.user, _digest(user))
         if self.scrypt is None:
+            assert self.plain is not None  # parse() sets one of the two
             password_ok = hmac.compare_digest(self.plain, _digest(password))
         else:
             n, r, p, salt, key = self.scrypt
@@ -174,6 +175,7 @@ class Access:
         scheme, _, value = (authorization or "").strip().partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and token_ok:
+            assert self.token is not None  # token_ok says so
             return hmac.compare_digest(_digest(self.token), _digest(value))
         if scheme == "basic" and self.entries:
             return self._basic(value)

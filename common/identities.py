@@ -49,15 +49,21 @@ class TrackIdentity:
     reid_distance: float = -1.0
 
     @property
+    def matched(self) -> Match:
+        """The gallery's answer; set with the descriptor, so there is one from the first embedding on."""
+        assert self.match is not None, f"track {self.track_id} has no embedding yet"
+        return self.match
+
+    @property
     def name(self) -> str:
-        if self.match.name == UNKNOWN and self.continues is not None:
+        if self.matched.name == UNKNOWN and self.continues is not None:
             return self.continues.name
-        return self.match.name
+        return self.matched.name
 
     def message(self, t: float) -> Identity:
-        by_reid = self.match.name == UNKNOWN and self.continues is not None
+        by_reid = self.matched.name == UNKNOWN and self.continues is not None
         return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.name,
-                        distance=self.reid_distance if by_reid else self.match.distance, t=t,
+                        distance=self.reid_distance if by_reid else self.matched.distance, t=t,
                         same_as=-1 if self.continues is None else self.continues.track_id)
 
 

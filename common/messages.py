@@ -204,7 +204,7 @@ def _finite_box(box) -> None:
 
 MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
                                                           FrameRequest, EncodedFrame)}
-_DECODERS = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
+_DECODERS: dict[bytes, msgspec.msgpack.Decoder] = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
 
 
 def _plain(value):

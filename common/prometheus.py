@@ -91,10 +91,10 @@ class StackMetrics:
                 family.add_metric([s], get(m))
             yield family
         for name, help_text, get in _GAUGES:
-            family = GaugeMetricFamily(f"facetrack_{name}", help_text, labels=["service"])
+            gauge = GaugeMetricFamily(f"facetrack_{name}", help_text, labels=["service"])
             for s, m in items:
-                family.add_metric([s], get(m))
-            yield family
+                gauge.add_metric([s], get(m))
+            yield gauge
         stage = GaugeMetricFamily("facetrack_stage_ms", "Processing time of one frame in the stage (ms).",
                                   labels=["service", "quantile"])
         latency = GaugeMetricFamily("facetrack_latency_ms", "Per-frame latency between two points of the pipeline (ms).",

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import psutil
@@ -115,10 +116,16 @@ class StageStats:
         return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
+class Sender(Protocol):
+    """Where Metrics go: the bus's Publisher, or the remote detector's channel to the board."""
+
+    def send(self, msg) -> None: ...
+
+
 class MetricsReporter:
     """Publishes the stage's Metrics once per period; call `tick()` from the main loop."""
 
-    def __init__(self, service: str, publisher: Publisher, stats: StageStats, period_s: float,
+    def __init__(self, service: str, publisher: Sender, stats: StageStats, period_s: float,
                  release_heap_s: float = 0.0):
         self.service = service
         self.publisher = publisher

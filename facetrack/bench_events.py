@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 
 from common.bus import Subscriber
 from models.dataset import DATA_DIR
+from models.images import read_image
 from common.messages import Tracks
 from facetrack.bench_pipeline import _free_port, _percentiles
 from facetrack.stack import Stack
@@ -43,7 +44,7 @@ def come_and_go(out: Path, source: Path, cycles: int, on: int, off: int, fps: fl
         raise SystemExit(f"facetrack bench events: no images in {source}/img1")
     (out / "img1").mkdir(parents=True)
     grey = out / "grey.jpg"
-    first = cv2.imread(str(images[0]))
+    first = read_image(images[0])
     cv2.imwrite(str(grey), np.full_like(first, 128))
     n = 0
     for c in range(cycles):

@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from common.config import ROOT, Config, TrackerConfig, load_config, replace
 from common.threads import limit_threads
 from common.tracking import TrackManager
 from models.dataset import DATA_DIR, mot_sequences
+from models.images import read_image
 from models.runtime import ModelFileError
 from models.runtime import load_detector as load_face_detector
 
@@ -85,7 +85,7 @@ class Sequence:
 @dataclass
 class RunResult:
     """One setting on one sequence: MOT rows (published face boxes) and costs."""
-    rows: list[tuple[int, int, float, float, float, float, float]]
+    rows: list[tuple[float, ...]]  # frame, id, x1, y1, x2, y2, score
     frames: int
     detector_calls: int
     detector_cpu_s: float
@@ -167,7 +167,7 @@ def score(results: dict[str, dict[str, RunResult]], sequences: list[Sequence]) -
         with contextlib.redirect_stdout(chatter):  # TrackEval prints progress; keep stdout for the table
             output, _ = evaluator.evaluate([dataset], metrics)
         log.debug("trackeval: %s", chatter.getvalue())
-    out = {}
+    out: dict[str, dict[str, dict]] = {}
     for setting, per_seq in output["MotChallenge2DBox"].items():
         out[setting] = {}
         for seq, by_class in per_seq.items():
@@ -201,9 +201,9 @@ def summarise(results: dict[str, dict[str, RunResult]], sequences: list[Sequence
         scores = score({s: {q.name: per[q.name] for q in seqs} for s, per in results.items()}, seqs)
         out[scope] = [{"setting": s, **scores[s]["COMBINED"], **_costs([results[s][q.name] for q in seqs])}
                       for s in results]
-    scores = score(results, sequences) if len(sequences) > 1 else None
+    all_scores = score(results, sequences) if len(sequences) > 1 else None
     for seq in sequences:
-        per = scores or score({s: {seq.name: r[seq.name]} for s, r in results.items()}, [seq])
+        per = all_scores or score({s: {seq.name: r[seq.name]} for s, r in results.items()}, [seq])
         out[seq.name] = [{"setting": s, **per[s][seq.name], **_costs([results[s][seq.name]])} for s in results]
     return out
 
@@ -296,7 +296,7 @@ def main(argv: list[str]) -> int:
         log.error("cannot load the detector: %s", exc)
         return 1
     if args.fit_head:
-        images = [cv2.imread(str(p)) for p in sequences[0].frames]
+        images = [read_image(p) for p in sequences[0].frames]
         print(json.dumps(fit_head(sequences[0], images, detector)))
         return 0
     default_interval = "adaptive" if cfg.tracker.adaptive else str(cfg.detector.every_n)  # as services/tracker.py
@@ -310,7 +310,7 @@ def main(argv: list[str]) -> int:
     latency_ms = args.latency_ms
     results: dict[str, dict[str, RunResult]] = {name: {} for name in settings}
     for seq in sequences:
-        images = [cv2.imread(str(p)) for p in seq.frames]
+        images = [read_image(p) for p in seq.frames]
         cache = detect_all(images, detector)
         if latency_ms is None:
             latency_ms = 1000 * float(np.median(cache.wall_s))

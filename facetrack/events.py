@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client.on_connect = on_connect
     client.on_message = on_message
-    client.reconnect_delay_set(0.5, 5)
+    client.reconnect_delay_set(0.5, 5)  # type: ignore[arg-type]  # paho's stub says int; it takes seconds as float
     client.connect_async(host, port, keepalive=30)
     client.loop_start()
     try:

@@ -49,6 +49,10 @@ def remove_main(argv: list[str] | None = None) -> int:
             return
         client.subscribe(pattern, qos=1)
 
+    def on_subscribe(_c, _u, _mid, _codes, _p):
+        last[0] = time.monotonic()
+        subscribed.set()
+
     def on_message(_c, _u, msg):
         if msg.payload:
             found.add(msg.topic)
@@ -61,7 +65,7 @@ def remove_main(argv: list[str] | None = None) -> int:
         print(f"facetrack ha remove: {exc}", file=sys.stderr)
         return 2
     client.on_connect = on_connect
-    client.on_subscribe = lambda *_: (last.__setitem__(0, time.monotonic()), subscribed.set())
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
         client.connect(m.host, m.port, keepalive=m.keepalive_s)

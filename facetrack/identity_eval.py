@@ -21,7 +21,6 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-import cv2
 import msgspec
 import numpy as np
 
@@ -32,6 +31,7 @@ from common.messages import Detections, Track, Tracks
 from common.tracking import FrameDetections, TrackManager
 from models.dataset import DATA_DIR
 from models.facerec.align import align
+from models.images import read_image
 from models.facerec.quality import view_quality
 
 log = logging.getLogger("facetrack.identity_eval")
@@ -67,7 +67,7 @@ def record(clip: str, clip_index: int, first_frame: int, detector, cfg: Config) 
     manager, last, steps = TrackManager(cfg.tracker), None, []
     for n in range(1, len(gt) + 1):
         frame_id = first_frame + n - 1
-        image = cv2.imread(str(data / "img1" / f"{n:06d}.jpg"))
+        image = read_image(data / "img1" / f"{n:06d}.jpg")
         found, dets = None, None
         if last is None or frame_id - last >= manager.detect_interval:
             found, last = detector.detect(image), frame_id
@@ -89,11 +89,13 @@ def record(clip: str, clip_index: int, first_frame: int, detector, cfg: Config) 
 def replay(clips: dict[str, list[Step]], gallery: Snapshot, cfg: IdentityConfig, embed) -> dict:
     """The IdentityBook over the recorded clips; per-clip naming and re-identification figures."""
     book = IdentityBook(cfg, history=64)
-    person = {}  # track id -> the clip's person ("alice" / "girl"), for tracks seen on the target
-    out, links, embeds = {}, {}, 0  # links: new track id -> the ended track it continues
+    person: dict[int, str] = {}  # track id -> the clip's person ("alice" / "girl"), for tracks seen on the target
+    out: dict[str, object] = {}
+    links: dict[int, int] = {}  # new track id -> the ended track it continues
+    embeds = 0
     for (clip, who), steps in zip(CLIPS, clips.values()):
         expected = who if who in gallery.names else UNKNOWN
-        stats = {"target_frames": 0, "right_name": 0, "wrong_name": 0, "not_yet_named": 0}
+        stats: dict[str, float] = {"target_frames": 0, "right_name": 0, "wrong_name": 0, "not_yet_named": 0}
         starts = set()
         for step in steps:
             msg = Tracks(frame_id=step.frame_id, t_capture=0.0, t_tracked=step.frame_id / FPS, tracks=step.tracks)
@@ -152,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         clips[clip] = record(clip, k, first, detector, cfg)
         first += len(clips[clip])
         log.info("%s recorded", clip)
-    enrol_img = [cv2.imread(str(DATA / CLIPS[0][0] / "img1" / f"{f:06d}.jpg")) for f in ENROL_FRAMES]
+    enrol_img = [read_image(DATA / CLIPS[0][0] / "img1" / f"{f:06d}.jpg") for f in ENROL_FRAMES]
     enrol = np.stack([align(im, detector.detect(im).keypoints[0]) for im in enrol_img])
     galleries = {"enrolled": Snapshot([ENROLLED] * len(enrol), embedder.embed(enrol)),
                  "empty": Snapshot([], np.zeros((0, 128), np.float32))}
-    result = {"threshold": cfg.identity.threshold, "reid_window_s": cfg.identity.reid_window_s}
+    result: dict[str, object] = {"threshold": cfg.identity.threshold, "reid_window_s": cfg.identity.reid_window_s}
     for gname, gallery in galleries.items():
         for reid in (False, True):
             icfg = replace(cfg.identity, reid=reid)

@@ -16,10 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .dataset import DATA_DIR, Sample, datasets
+from .images import read_image
 from .runtime import Detections, load_detector
 from .zoo import MODELS
 
@@ -107,7 +107,7 @@ def agreement(a: list[Detections], b: list[Detections]) -> dict:
 
 
 def run(detector, samples: list[Sample]) -> list[Detections]:
-    return [detector.detect(cv2.imread(str(path))) for path, _ in samples]
+    return [detector.detect(read_image(path)) for path, _ in samples]
 
 
 def main(argv: list[str] | None = None) -> int:

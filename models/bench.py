@@ -26,6 +26,7 @@ from .blazeface.tflite import litert_infer
 from .build import BUILD_DIR, Builder, tuning_db_path
 from .cpu import describe
 from .dataset import DATA_DIR
+from .images import read_image
 from .runtime import _load_onnxruntime, _load_torch, _load_torchscript, _load_tvm, _torch_infer
 from .weights import tflite_path
 
@@ -90,7 +91,7 @@ def measure(backends: dict, x: np.ndarray, rounds: int, warmup: int = 5, seed: i
     for name in names:
         for _ in range(warmup):
             backends[name](x)
-    times = {n: [] for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
     rng = random.Random(seed)
     for r in range(rounds):
         rng.shuffle(names)
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = INPUT_SIZE[args.variant]
     x, _ = preprocess(frame, size)
-    calib = [preprocess(cv2.imread(str(f)), size)[0] for f in calibration_frames(args.data_dir)]
+    calib = [preprocess(read_image(f), size)[0] for f in calibration_frames(args.data_dir)]
     backends = load_backends(args.variant, args.threads, calib, args.build_dir)
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)

@@ -244,8 +244,8 @@ def scheduled_kernels(mod) -> tuple[int, int]:
     """(PrimFuncs a database schedule was applied to, all PrimFuncs but weight prepacks)."""
     import tvm
 
-    funcs = [(gv.name_hint, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
-    funcs = [f for name, f in funcs if not name.endswith("_weight_prepack")]
+    named = [(gv.name_hint, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    funcs = [f for name, f in named if not name.endswith("_weight_prepack")]
     return sum(1 for f in funcs if f.attrs is not None and "tirx.is_scheduled" in f.attrs), len(funcs)
 
 

@@ -20,7 +20,7 @@ ARM_TARGETS = {"cortex-a76": "pi5-cortex-a76", "cortex-a72": "pi4-cortex-a72"}
 
 def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict:
     """Model name and the ISA flags above, from the first processor entry of /proc/cpuinfo."""
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags = platform.processor() or platform.machine(), set[str]()
     try:
         text = path.read_text()
     except OSError:

@@ -22,15 +22,16 @@ FRAME = Path(__file__).resolve().parents[2] / "shared" / "data" / "OTB-FaceOcc1-
 
 
 def prepare(out: Path, variant: str = "full") -> None:
-    import cv2
     import tvm
     from tvm import relax
 
-    from models.blazeface.postprocess import ANCHOR_OPTIONS, preprocess
+    from models.blazeface import INPUT_SIZE
+    from models.blazeface.postprocess import preprocess
+    from models.images import read_image
     from models.runtime import BUILD_DIR
 
     out.mkdir(parents=True, exist_ok=True)
-    x, _ = preprocess(cv2.imread(str(FRAME)), ANCHOR_OPTIONS[variant]["size"])
+    x, _ = preprocess(read_image(FRAME), INPUT_SIZE[variant])
     x = np.ascontiguousarray(x, np.float32)
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(BUILD_DIR / variant / "llvm.so")), tvm.cpu())
     ref = vm["main"](tvm.runtime.tensor(x))
@@ -54,10 +55,10 @@ def run(folder: Path, rounds: int = 300) -> dict:
         t = time.perf_counter()
         [o.numpy() for o in vm["main"](x)]  # outputs copied back to the host, as the detector would
         times.append((time.perf_counter() - t) * 1000)
-    times = np.array(times[rounds // 6:])
+    steady = np.array(times[rounds // 6:])
     return {"backend": "tvm_cuda", "device": dev.device_name, "max_abs_diff_regressors": diffs[0],
-            "max_abs_diff_logits": diffs[1], "p50_ms": round(float(np.percentile(times, 50)), 3),
-            "p99_ms": round(float(np.percentile(times, 99)), 3)}
+            "max_abs_diff_logits": diffs[1], "p50_ms": round(float(np.percentile(steady, 50)), 3),
+            "p99_ms": round(float(np.percentile(steady, 99)), 3)}
 
 
 if __name__ == "__main__":

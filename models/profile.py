@@ -31,12 +31,12 @@ def profile(variant: str = "full", top: int = 15) -> dict:
     rows = []
     for task in extract_tasks(mod, target, module_equality=MODULE_EQUALITY):
         func = task.dispatched[0]
-        secs = best.get(tvm_ffi.structural_hash(func))
+        task_secs = best.get(tvm_ffi.structural_hash(func))
         flops = estimate_tir_flops(func)
         rows.append({"task": task.task_name, "calls": int(task.weight),
-                     "us_each": round(secs * 1e6, 1) if secs else None,
-                     "us_total": round(secs * 1e6 * task.weight, 1) if secs else None,
-                     "gflops": round(flops / secs / 1e9, 1) if secs else None})
+                     "us_each": round(task_secs * 1e6, 1) if task_secs else None,
+                     "us_total": round(task_secs * 1e6 * task.weight, 1) if task_secs else None,
+                     "gflops": round(flops / task_secs / 1e9, 1) if task_secs else None})
     tuned = [r for r in rows if r["us_total"] is not None]
     tuned.sort(key=lambda r: -r["us_total"])
     return {"variant": variant, "database": str(db_dir), "tasks": len(rows), "tuned": len(tuned),

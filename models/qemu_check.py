@@ -91,13 +91,12 @@ def site_packages() -> Path:
 
 def frames(n: int) -> np.ndarray:
     """`n` real face frames, preprocessed for the full-range model: (n, 192, 192, 3)."""
-    import cv2
-
     from .blazeface.postprocess import preprocess
+    from .images import read_image
 
     paths = sorted(DATA_DIR.glob("OTB-*/img1/*.jpg"))
     chosen = paths[:: max(1, len(paths) // n)][:n]
-    return np.concatenate([preprocess(cv2.imread(str(p)), 192)[0] for p in chosen])
+    return np.concatenate([preprocess(read_image(p), 192)[0] for p in chosen])
 
 
 def check(n_frames: int = 3, variant: str = "full") -> dict:
@@ -111,8 +110,8 @@ def check(n_frames: int = 3, variant: str = "full") -> dict:
     arm_lib, host_lib = builder.ensure("aarch64"), builder.ensure("llvm")
     root, site = userland(), site_packages()
     xs = frames(n_frames)
-    with tempfile.TemporaryDirectory(dir=ARM_DIR) as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(dir=ARM_DIR) as tmp_name:
+        tmp = Path(tmp_name)
         np.save(tmp / "x.npy", xs)
         (tmp / "runner.py").write_text(_RUNNER)
         log.info("running %s on %d frames under %s (a minute or so)", arm_lib.name, len(xs), QEMU)

@@ -146,7 +146,8 @@ def tvm_runtime_only() -> None:
     if "tvm" in sys.modules or sys.modules.get("torch") is not None:
         raise RuntimeError("tvm_runtime_only() must run before tvm or torch is imported")
     os.environ["TVM_USE_RUNTIME_LIB"] = "1"
-    sys.modules["torch"] = None  # `import torch` now raises ImportError, which tvm_ffi allows
+    # `import torch` now raises ImportError, which tvm_ffi allows (typeshed's sys.modules omits None)
+    sys.modules["torch"] = None  # type: ignore[assignment]
 
 
 def _load_tvm(variant: str, path: Path, num_threads: int | None):
@@ -217,5 +218,6 @@ def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
     return infer
 
 
-_LOADERS = {"tvm": _load_tvm, "torchscript": _load_torchscript, "onnxruntime": _load_onnxruntime,
+# (variant, model file or None, threads) -> the infer function
+_LOADERS: dict[str, Callable[..., Callable[[np.ndarray], RawOutputs]]] = {"tvm": _load_tvm, "torchscript": _load_torchscript, "onnxruntime": _load_onnxruntime,
             "torch": _load_torch}

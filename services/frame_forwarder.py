@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import typing
 
 import cv2
 import zmq
@@ -100,7 +101,8 @@ def serve(ctx: ServiceContext) -> None:
     router.setsockopt(zmq.SNDHWM, SEND_HWM)
     router.setsockopt(zmq.RCVHWM, 100)
     router.setsockopt(zmq.LINGER, 0)
-    gate = failures = None
+    gate: DetectorGate | None = None
+    failures: _HandshakeFailures | None = None
     try:
         gate = serve_securely(router, det)  # before bind: no client may slip in plain
         failures = _HandshakeFailures(router) if gate else None
@@ -127,7 +129,7 @@ def serve(ctx: ServiceContext) -> None:
     every_n = det.every_n
     newest: Frame | None = None
     last_sent: int | None = None
-    counters = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
+    counters: dict[str, float] = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
                 "remote_waiting": 0, "encode_ms": 0.0, "remote_denied": 0, "remote_handshake_failed": 0}
     refused: set[str] = set()
     try:
@@ -137,16 +139,18 @@ def serve(ctx: ServiceContext) -> None:
             if gate is not None:
                 if not gate.alive():
                     raise RuntimeError("the ZAP authenticator thread is gone: no detector can connect")
+                assert failures is not None  # made with the gate
                 failures.drain()
                 counters.update(remote_denied=gate.denied, remote_handshake_failed=failures.count)
             if router in events:
                 while True:
                     try:
-                        peer, *parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        sender, *frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    user_id = parts[0].get("User-Id") if gate is not None and parts else None
-                    peer, parts = peer.bytes, [p.bytes for p in parts]
+                    # a named property of a message is a string (zmq_msg_gets)
+                    user_id = typing.cast("str | None", frames[0].get("User-Id")) if gate is not None and frames else None
+                    peer, parts = sender.bytes, [p.bytes for p in frames]
                     if not _served(gate, user_id, refused):  # a key taken out of the directory
                         waiting.pop(peer, None)
                         continue
@@ -169,7 +173,7 @@ def serve(ctx: ServiceContext) -> None:
                     every_n = msg.detect_every
                 stats.frames_in += len(batch.of(Frame))
                 newest = batch.newest_frame or newest
-            stats.errors = counters["remote_malformed"]
+            stats.errors = int(counters["remote_malformed"])
             counters["remote_waiting"] = len(waiting)
             stats.extra.update(counters, every_n=every_n, stale_frames=reader.stale)
             if not waiting or newest is None or newest.frame_id == last_sent:

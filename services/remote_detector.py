@@ -51,7 +51,8 @@ class _Channel:
 
     def __init__(self, endpoint: str, det):
         self.endpoint, self.det = endpoint, det
-        self.sock = self._monitor = None
+        self.sock: zmq.Socket  # both made by _open()
+        self._monitor: zmq.Socket
         self._retry_at: float | None = None
         self._logged: set[int] = set()
         self._open()

@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import time
+import typing
 import xmlrpc.client
 from dataclasses import dataclass
 
@@ -58,8 +59,9 @@ class Supervisor:
 
     def processes(self) -> dict[str, dict]:
         """program name -> getProcessInfo dict (statename, pid, start, ...)."""
-        out = {}
-        for info in self.rpc.supervisor.getAllProcessInfo():
+        out: dict[str, dict] = {}
+        infos = typing.cast(list[dict], self.rpc.supervisor.getAllProcessInfo())  # one struct per process
+        for info in infos:
             name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
             out[name] = info
         return out
@@ -158,7 +160,7 @@ class Watchdog:
         for service, stage in list(self.stages.items()):
             quiet = now - stage.last_seen
             program = by_pid.get(stage.pid)
-            state = programs[program]["statename"] if program else None
+            state = programs[program]["statename"] if program and programs is not None else None
             if quiet > self.silent_after and not stage.silent:
                 stage.silent, stage.silent_since = True, stage.last_seen
                 where = f"program {program}: {state}" if program else (
@@ -172,7 +174,7 @@ class Watchdog:
             if program and RESTARTABLE in program:
                 self._deadline(service, stage, program, state, quiet, now)
 
-    def _deadline(self, service: str, stage: Stage, program: str, state: str, quiet: float, now: float) -> None:
+    def _deadline(self, service: str, stage: Stage, program: str, state: str | None, quiet: float, now: float) -> None:
         backoff = self.backoff.setdefault(program, Backoff(self.ctx.config.watchdog.backoff_s,
                                                            self.ctx.config.watchdog.backoff_max_s))
         if quiet <= self.deadline:
@@ -189,6 +191,7 @@ class Watchdog:
             return
         log.error("%s hung: pid %d silent for %.1f s (deadline %.1f s): killing it through supervisord "
                   "(restart %d in a row)", program, stage.pid, quiet, self.deadline, backoff.count + 1)
+        assert self.supervisor is not None  # the program's state came from it
         try:
             self.supervisor.kill(program)
         except (OSError, xmlrpc.client.Error) as exc:
@@ -202,6 +205,7 @@ class Watchdog:
 
     def _ensure_started(self, program: str) -> None:
         """supervisord restarts a killed autorestart program; start it if it did not."""
+        assert self.supervisor is not None  # it killed the program
         for _ in range(20):
             time.sleep(0.1)
             try:
@@ -218,7 +222,7 @@ class Watchdog:
                 return
 
     def extra(self) -> dict[str, float]:
-        out = {"restarts": self.restarts, "silent_stages": sum(s.silent for s in self.stages.values()),
+        out: dict[str, float] = {"restarts": self.restarts, "silent_stages": sum(s.silent for s in self.stages.values()),
                "watched_stages": len(self.stages), "rpc_errors": self.rpc_errors}
         out.update({f"silent_{s.service}": float(s.silent) for s in self.stages.values()})
         return out
@@ -234,7 +238,7 @@ class _ExporterHandler(GuardedHandler):
     """GET /metrics: the stack's metrics (the access check ran before, in GuardedHandler)."""
 
     @property
-    def timeout(self) -> float:
+    def timeout(self) -> float:  # type: ignore[override]  # typeshed: a plain class variable; setup() reads it
         return self.server.waiting.timeout_s
 
     def do_GET(self):

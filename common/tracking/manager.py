@@ -50,7 +50,9 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -61,7 +63,7 @@ from .association import associate, associate_by_centre, box_iou, iou_matrix
 from .interval import DetectInterval
 from .motion import ConstantVelocity
 from .schedule import CostSchedule, detector_has_own_core
-from .trackers import create_tracker
+from .trackers import BoxTracker, create_tracker
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +234,8 @@ class TrackManager:
         for tr in shown:
             if tr.state == LOST and len(confirmed) and iou_matrix(tr.box, confirmed).max() > self.cfg.match_iou:
                 continue
-            out.append(Track(tr.id, tr.box.tolist(), tr.score, tr.state, frame_id - tr.born))
+            state = typing.cast("Literal['confirmed', 'lost']", tr.state)  # shown holds no tentative one
+            out.append(Track(tr.id, tr.box.tolist(), tr.score, state, frame_id - tr.born))
         return out
 
     def _advance(self, tr: _Track, image: np.ndarray, frame_id: int) -> None:
@@ -342,10 +345,11 @@ class TrackManager:
         """A correlation tracker learnt on the face as last seen (its crop pasted into a frame
         of the current one), then moved to the current image: it follows the face while the
         detector cannot see it."""
+        assert tr.seen is not None  # the caller checks
         crop, (left, top), seen_box = tr.seen
         canvas = image.copy()
         canvas[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
-        tracker = create_tracker(self.cfg.kind)
+        tracker = self._correlation_tracker()
         t0 = time.perf_counter()
         ok = tracker.init(canvas, seen_box)
         box = tracker.update(image) if ok else None
@@ -386,9 +390,15 @@ class TrackManager:
             tr.state = LOST if tr.state == CONFIRMED else tr.state
         return True
 
+    def _correlation_tracker(self) -> BoxTracker:
+        """A fresh tracker of the configured kind; only asked for when the kind is not "none"."""
+        tracker = create_tracker(self.cfg.kind)
+        assert tracker is not None, "tracker.kind none starts no correlation tracker"
+        return tracker
+
     def _new_tracker(self, image: np.ndarray, box: np.ndarray):
         """A correlation tracker started on `box` (timed: init runs one update), or None."""
-        tracker = create_tracker(self.cfg.kind)
+        tracker = self._correlation_tracker()
         t0 = time.perf_counter()
         ok = tracker.init(image, box)
         self.costs.tracker_update(1000 * (time.perf_counter() - t0) / 2)

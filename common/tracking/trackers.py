@@ -7,6 +7,7 @@ and clips boxes to the image because OpenCV's trackers misbehave on boxes outsid
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,9 +16,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("kcf", "csrt", "mosse", "none")
 _FACTORIES = {
-    "kcf": lambda: cv2.TrackerKCF_create(),
-    "csrt": lambda: cv2.TrackerCSRT_create(),
-    "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
+    # contrib trackers: OpenCV's stubs do not list them
+    "kcf": lambda: cv2.TrackerKCF_create(),  # type: ignore[attr-defined]
+    "csrt": lambda: cv2.TrackerCSRT_create(),  # type: ignore[attr-defined]
+    "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),  # type: ignore[attr-defined]
 }
 MIN_SIDE = 4  # px: smaller boxes cannot hold a correlation filter
 # Filters learn on square templates whose side comes from SIDES, a ladder ~10 % apart
@@ -57,7 +59,7 @@ class BoxTracker:
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._impl = None
+        self._impl: Any = None  # the OpenCV tracker (cv2.Tracker or cv2.legacy.Tracker), made by init()
         self._scale = np.ones(2)  # box size / template size, per axis
 
     def init(self, image: np.ndarray, box: np.ndarray) -> bool:

@@ -158,7 +158,7 @@ class FullRange(nn.Module):
         return _flatten(self.regressor(p48), 16), _flatten(self.classifier(p48), 1)
 
 
-BlazeFace = {"short": ShortRange, "full": FullRange}
+BlazeFace: dict[str, type[nn.Module]] = {"short": ShortRange, "full": FullRange}
 
 
 def from_tflite(variant: str, path: Path) -> nn.Module:

@@ -33,7 +33,7 @@ def read_convs(path: Path) -> list[ConvWeights]:
     buf = Path(path).read_bytes()
     model = fb.Model.GetRootAs(buf, 0)
     graph = model.Subgraphs(0)
-    producer = {}  # DEQUANTIZE output tensor -> its float16 input tensor
+    producer: dict[int, int] = {}  # DEQUANTIZE output tensor -> its float16 input tensor
     convs = []
 
     def constant(tensor_index: int) -> np.ndarray:

@@ -84,7 +84,10 @@ def _extract(tarball: Path, dest: Path) -> None:
         for member in FILES:
             out = _dest_path(member, dest)
             out.parent.mkdir(parents=True, exist_ok=True)
-            with tf.extractfile(member) as src, open(out, "wb") as dst:
+            src = tf.extractfile(member)
+            if src is None:
+                raise WeightsError(f"{tarball}: {member} is not a regular file")
+            with src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst)
 
 

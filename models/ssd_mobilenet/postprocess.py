@@ -37,7 +37,7 @@ def anchors(size: int) -> np.ndarray:
     out = []
     for layer, side in enumerate(feature_sizes(size)):
         if layer == 0:
-            shapes = LOWEST
+            shapes = list(LOWEST)
         else:
             shapes = [(scales[layer], a) for a in ASPECTS]
             shapes.insert(1, (math.sqrt(scales[layer] * scales[layer + 1]), 1.0))  # after the square one

@@ -145,6 +145,7 @@ def render(out_dir: Path) -> None:
     world, faces = build_world()
     clip = out_dir / "demo.mp4"
     encoder = open_encoder(clip)
+    assert encoder.stdin is not None  # opened with stdin=PIPE
     rows = []
     n = int(SECONDS * FPS)
     for i in range(n):

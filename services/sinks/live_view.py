@@ -53,8 +53,9 @@ class _Handler(GuardedHandler):
 
     server: _Server
 
+    # typeshed has StreamRequestHandler.timeout as a plain class variable; setup() reads it per connection
     @property
-    def timeout(self) -> float:
+    def timeout(self) -> float:  # type: ignore[override]
         """A client that takes no bytes for this long is disconnected (read by setup())."""
         return self.server.view.cfg.client_timeout_s
 
@@ -191,7 +192,7 @@ class LiveView(Sink, kind="live"):
         record = paired.record(time.time())
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
-        self.latest.put(draw_tracks(paired.image, paired.tracks.tracks, paired.names), record)
+        self.latest.put(draw_tracks(paired.pixels, paired.tracks.tracks, paired.names), record)
 
     def on_metrics(self, msg) -> None:
         self.metrics_table.update(msg)
@@ -231,4 +232,5 @@ class LiveView(Sink, kind="live"):
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            assert self._thread is not None  # started with the server
             self._thread.join(timeout=5)

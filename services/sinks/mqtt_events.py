@@ -175,7 +175,8 @@ class MqttLink:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=m.client_id, clean_session=True,
                                   reconnect_on_failure=True)
         self.client.max_queued_messages_set(m.queue_size)
-        self.client.reconnect_delay_set(min_delay=0.5, max_delay=max(0.5, m.reconnect_max_s))
+        # paho's stub says int; it sleeps a float number of seconds
+        self.client.reconnect_delay_set(min_delay=0.5, max_delay=max(0.5, m.reconnect_max_s))  # type: ignore[arg-type]
         self.client.will_set(self.status, self._status_payload("offline", "connection lost"), qos=1, retain=True)
         secure(self.client, m)
         self.client.on_connect = self._on_connect

@@ -31,6 +31,12 @@ class Paired:
     names: dict[int, str] = field(default_factory=dict)
     snapshots: SnapshotBook | None = None
 
+    @property
+    def pixels(self) -> np.ndarray:
+        """The image, for a sink that declared needs_pixels (the loop then always reads it)."""
+        assert self.image is not None, "no pixels: the sink does not declare needs_pixels"
+        return self.image
+
     def snapshot(self, track_id: int) -> Snapshot | None:
         return None if self.snapshots is None else self.snapshots.get(track_id)
 

@@ -73,7 +73,7 @@ class PrivacyView(LiveView, kind="privacy"):
         record = dataclasses.replace(paired, names={}).record(time.time())  # who it is stays private
         boxes = [t.box for t in paired.tracks.tracks]
         self.blurred += len(boxes)
-        self.latest.put(blur_faces(paired.image, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
+        self.latest.put(blur_faces(paired.pixels, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
 
     def track_snapshot(self, track_id: int) -> None:
         return None  # faces stay private: /snapshots/ answers 404 here

@@ -161,7 +161,8 @@ class SnapshotBook:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(best.t_start))
         path = self.directory / f"{self.stack}-{stamp}-{track.id}.jpg"
-        snapshot = Snapshot(track.id, frame.frame_id, tracks.t_capture, quality, tuple(track.box), buf.tobytes(), path)
+        x1, y1, x2, y2 = track.box  # four numbers (Track checks)
+        snapshot = Snapshot(track.id, frame.frame_id, tracks.t_capture, quality, (x1, y1, x2, y2), buf.tobytes(), path)
         self._write(snapshot)
         self.made += 1
         return snapshot

@@ -46,6 +46,8 @@ class RtspHelper:
         except OSError as exc:
             raise OSError(f"cannot run the RTSP helper with {s.gst_python} ({exc.strerror}): "
                           "install Debian's python3-gi and gir1.2-gst-rtsp-server-1.0") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both pipes
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
         self.url: str | None = None
         line = self._ready_line()
         match = re.search(r"ready at (rtsp://\S+)", line)
@@ -56,7 +58,7 @@ class RtspHelper:
 
     def _ready_line(self) -> str:
         result: list[str] = []
-        reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline().decode(errors="replace")),
+        reader = threading.Thread(target=lambda: result.append(self._stdout.readline().decode(errors="replace")),
                                   daemon=True)
         reader.start()
         reader.join(READY_S)
@@ -66,12 +68,12 @@ class RtspHelper:
         return self.proc.poll() is None
 
     def write(self, image: np.ndarray) -> None:
-        self.proc.stdin.write(memoryview(np.ascontiguousarray(image)).cast("B"))
-        self.proc.stdin.flush()
+        self._stdin.write(np.ascontiguousarray(image).data.cast("B"))
+        self._stdin.flush()
 
     def stop(self) -> None:
         try:
-            self.proc.stdin.close()
+            self._stdin.close()
         except OSError:
             pass
         try:
@@ -110,7 +112,7 @@ class RtspStream(Sink, kind="rtsp"):
                  self.cfg.stream.port, self.cfg.stream.path)
 
     def handle(self, paired: Paired) -> None:
-        image = draw_tracks(paired.image, paired.tracks.tracks, paired.names)
+        image = draw_tracks(paired.pixels, paired.tracks.tracks, paired.names)
         with self._cond:
             if self._image is not None:
                 self.skipped += 1  # the writer had not taken the previous one yet
@@ -126,6 +128,7 @@ class RtspStream(Sink, kind="rtsp"):
                 if self._closed:
                     return
                 image, self._image = self._image, None
+            assert image is not None  # the wait ends on an image unless closed
             size = (image.shape[1], image.shape[0])
             helper = self.helper
             if helper is not None and (not helper.alive() or helper.size != size):

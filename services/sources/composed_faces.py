@@ -97,7 +97,7 @@ class FaceScene:
 
     def _tinted(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         _, mirrored, tint, *_ = FACES[i]
-        crop, alpha = self._crop * np.float32(tint), self._alpha
+        crop, alpha = self._crop * np.asarray(tint, np.float32), self._alpha
         if mirrored:
             crop, alpha = crop[:, ::-1], alpha[:, ::-1]
         return np.clip(crop, 0, 255).astype(np.uint8), alpha

@@ -13,6 +13,7 @@ Raspberry Pi OS (`apt install python3-picamera2`, venv made with --system-site-p
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class PiCameraSource(Source):
         self.camera_num = camera_num
         self.capture = capture
         self.name = name or f"picamera2://{camera_num}"
-        self._cam = None
+        self._cam: Any | None = None  # a picamera2.Picamera2 once open
         self._pos = 0
 
     def open(self) -> SourceInfo:
@@ -65,10 +66,10 @@ class PiCameraSource(Source):
     def _streams(self) -> dict:
         """Keyword arguments of create_video_configuration for this capture config."""
         c = self.capture
-        main = {"format": "RGB888"}
+        main: dict[str, object] = {"format": "RGB888"}
         if c.width and c.height:
             main["size"] = (c.width, c.height)
-        streams = {"main": main}
+        streams: dict[str, dict[str, object]] = {"main": main}
         if c.lores_width and c.lores_height:
             streams["lores"] = {"format": "YUV420", "size": (c.lores_width, c.lores_height)}
         if c.fps:
@@ -77,6 +78,7 @@ class PiCameraSource(Source):
 
     def read(self) -> tuple[np.ndarray, int] | None:
         try:
+            assert self._cam is not None, "read() before open()"
             request = self._cam.capture_request()
         except RuntimeError as exc:
             raise InputError(f"capture source {self.name}: camera stopped delivering frames ({one_line(exc)})") from None

@@ -37,7 +37,7 @@ class V4L2Source(Source):
         if not cap.isOpened():
             cap.release()
             raise InputError(f"capture source {self.name}: cannot open (busy, no permission, or not a capture device)")
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
         if self.capture.width and self.capture.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.capture.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.capture.height)
@@ -50,6 +50,7 @@ class V4L2Source(Source):
         return SourceInfo(width, height, fps if math.isfinite(fps) and fps > 0 else 0.0, live=True)
 
     def read(self) -> tuple[np.ndarray, int] | None:
+        assert self._cap is not None, "read() before open()"
         ok, frame = self._cap.read(self._buf)
         if not ok:
             raise InputError(f"capture source {self.name}: read failed (device unplugged?)")

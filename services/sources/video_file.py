@@ -40,6 +40,7 @@ class VideoFileSource(Source):
         return SourceInfo(width, height, fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0, live=False)
 
     def read(self) -> tuple[np.ndarray, int] | None:
+        assert self._cap is not None, "read() before open()"
         ok, frame = self._cap.read(self._buf)
         if not ok:
             return None
