@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -143,13 +144,14 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
 
         log.info("stack up; warming up %.0f s", args.warmup)
         pump(args.warmup)
-        samples, procs = [], {}
+        samples: list[dict[str, Any]] = []
+        procs: dict[int, psutil.Process] = {}
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
         try:
             while True:
                 status = stack.status()
-                sample = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "anon_mb": {},
+                sample: dict[str, Any] = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "anon_mb": {},
                           "cpu_percent": {}, "fps": {}}
                 for program in programs:
                     state, pid = status.get(program, ("MISSING", None))
@@ -181,7 +183,7 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                 signal.signal(sig, signal.SIG_IGN)
         sub.close()
         recorder_pid = samples[-1]["pid"].get("sink-recorder") if samples else None
-        record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid))
+        record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid) if recorder_pid else None)
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
             "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "record_dir": record,
             "samples": samples}

@@ -92,15 +92,19 @@ class SinkLoop:
         frame = self.pairer.match(tracks)
         if frame is None:
             return
-        image = None
+        image, reader = None, self.reader
         if self.sink.needs_pixels:
-            image = self.reader.read(frame)
+            assert reader is not None, "serve() opens the ring for a sink that needs pixels"
+            image = reader.read(frame)
             if image is None:
                 self.stale += 1
                 return
         try:
             if self.snapshots is not None:
-                pixels = (lambda: image) if image is not None else (lambda: self.reader.read(frame, copy=False))
+                def pixels():
+                    if image is not None or reader is None:
+                        return image
+                    return reader.read(frame, copy=False)
                 for snapshot in self.snapshots.see(frame, tracks, pixels):
                     self.sink.on_snapshot(snapshot)
             self.sink.handle(Paired(frame, tracks, image, self.names, self.snapshots))

@@ -103,6 +103,7 @@ class _Segment:
         self.fd, self.size = fd, os.fstat(fd).st_size
 
     def append(self, data: bytes) -> None:
+        assert self.fd is not None, f"{self.path} is not open"
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)  # a short write is followed by one that raises (ENOSPC)
@@ -111,6 +112,7 @@ class _Segment:
 
     def truncate(self, size: int) -> None:
         if self.size != size:
+            assert self.fd is not None, f"{self.path} is not open"
             os.ftruncate(self.fd, size)
             self.size = size
 
@@ -200,7 +202,8 @@ class RecordFiles:
             return
         try:
             for seg in self.segments.values():
-                os.fsync(seg.fd)
+                if seg.fd is not None:
+                    os.fsync(seg.fd)
         except OSError as exc:
             self._fail(exc, self.directory, mono)
             return
