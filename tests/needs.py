@@ -5,8 +5,10 @@ missing and how to get it; elsewhere the test is skipped with that same line.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,19 @@ def missing(what: str, how: str) -> None:
     if under_ci():
         pytest.fail(line, pytrace=False)
     pytest.skip(line)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "1m"):
+    """A tmpfs of `size` mounted at `path` (made if missing) for the block: a small, full disk."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        missing(f"a {size} tmpfs mount (root and mount(8))", "run the suite as root, as CI does")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def data(*parts: str) -> Path:

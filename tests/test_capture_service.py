@@ -19,7 +19,7 @@ from common.bus import Subscriber
 from common.frame_ring import RingReader, ring_path
 from common.messages import Frame
 from models.dataset import DATA_DIR
-from needs import missing
+from needs import tmpfs
 from services.sources import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,17 +158,10 @@ def test_missing_source_is_one_line_and_exit_3(tmp_path, proxy, uri, says):
 
 @needs_seq
 def test_shm_too_small_is_one_line_with_the_size_needed(tmp_path, proxy):
-    shm = tmp_path / "shm"
-    shm.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(shm)],
-                                           capture_output=True).returncode != 0:
-        missing("a 1 MB tmpfs mount (root and mount(8))", "run the suite as root, as CI does")
-    try:
+    with tmpfs(tmp_path / "shm") as shm:
         proc, stack = start_capture(tmp_path, proxy, f"capture.source={SEQ}", f"ring.shm_dir={shm}")
         code, err = finish(proc)
         assert not list(shm.iterdir())  # nothing half-made left behind
-    finally:
-        subprocess.run(["umount", str(shm)], check=True)
     assert code == 3, err[-2000:]
     [line] = error_lines(err)
     # 16 slots of 640x480x3 (+ headers) = 14.1 MB; the tmpfs has 1 MB.

@@ -11,6 +11,7 @@ import pytest
 
 from common.frame_ring import FrameRing, RingError, RingReader
 from common.messages import Frame
+from needs import tmpfs
 
 WRITER = """
 import sys, time, numpy as np
@@ -115,14 +116,9 @@ def test_attach_errors_are_one_line(tmp_path):
 
 
 def test_too_small_shm_fails_at_create_with_size_needed(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "tiny") as mount:
         with pytest.raises(RingError) as err:
             FrameRing.create("big", 640, 480, 16, shm_dir=mount)
         message = str(err.value)
         assert "needs 14.1 MB" in message and "\n" not in message
         assert not (mount / "big").exists()
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)

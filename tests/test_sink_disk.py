@@ -9,12 +9,11 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
 
 import pytest
 
-from needs import missing
+from needs import tmpfs as mounted_tmpfs
 from services.sinks.record_files import RecordFiles, complete_lines, read_records, segment_paths
 from stack_support import error_lines, wait_for
 
@@ -24,13 +23,8 @@ SERVICE = "sink-recorder"
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 1 MB tmpfs mounted for the test."""
-    path = tmp_path / "disk"
-    path.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
-                                           capture_output=True).returncode != 0:
-        missing("a 1 MB tmpfs mount (root and mount(8))", "run the suite as root, as CI does")
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=True)
+    with mounted_tmpfs(tmp_path / "disk") as path:
+        yield path
 
 
 def fill(path) -> None:
