@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := chromium fonts-dejavu-core gcc-aarch64-linux-gnu libc6-dev-arm64-cross mosquitto mosquitto-clients ffmpeg \
+APT_PACKAGES := chromium fonts-dejavu-core openssl gcc-aarch64-linux-gnu libc6-dev-arm64-cross mosquitto mosquitto-clients ffmpeg \
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-ugly
 PYTEST_ARGS ?=
@@ -47,7 +47,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Debian packages: Chromium for the live-view browser test, the aarch64 cross compiler
-# for the Pi 5 build of the model, mosquitto for the MQTT events, ffmpeg and GStreamer's
+# for the Pi 5 build of the model, mosquitto for the MQTT events (openssl makes the TLS test
+# certificates), ffmpeg and GStreamer's
 # RTSP server for the network stream. `apt-get update` runs only when one is missing.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
