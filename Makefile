@@ -17,7 +17,7 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed
 
 run: setup model
 	@install -d -m 0700 run run/logs
-	@$(PY) -c "from common.config import load_config as l; c=l(); print(f'facetrack: live view at http://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
+	@$(PY) -c "from common.config import load_config as l; c=l(); s='s' if c.http.tls_cert else ''; print(f'facetrack: live view at http{s}://{c.sink.http_host}:{c.sink.http_port}/  (Ctrl-C stops the stack)')"
 	umask 077 && $(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: lint typecheck apt model js
