@@ -12,8 +12,6 @@ import os
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -25,6 +23,7 @@ from mqtt_support import Collector, Mosquitto, free_port
 from services.sinks import home_assistant as ha
 from services.sinks.mqtt_events import faces_topic, snapshot_topic, status_topic
 from test_mqtt_events import mqtt_sink
+from test_snapshots import faces_in
 
 REQUIRED = {"binary_sensor": ["state_topic"], "sensor": ["state_topic"], "image": []}  # HA docs, per component
 
@@ -193,9 +192,7 @@ def test_a_whole_stack_on_faces_is_announced_and_removed(tmp_path, broker):
         assert all(p["present"] == (p["count"] > 0) for p in faces(collector, cfg.stack.id))
         snapshot = snapshot_topic("facetrack", cfg.stack.id)
         collector.wait(lambda: isinstance(collector.latest().get(snapshot), bytes), what="a face snapshot")
-        jpeg = collector.latest()[snapshot]
-        face = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert face is not None and len(load_detector("full", "tvm", num_threads=1).detect(face).boxes) >= 1
+        assert faces_in(load_detector("full", "tvm", num_threads=1), collector.latest()[snapshot]) >= 1
         tracker = f"facetrack/{cfg.stack.id}/metrics/tracker"
         collector.wait(lambda: collector.select(tracker), what="the tracker's metrics, which its sensors read")
         fps = collector.select(tracker)[-1]["fps"]
