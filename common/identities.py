@@ -64,7 +64,8 @@ class TrackIdentity:
         by_reid = self.matched.name == UNKNOWN and self.continues is not None
         return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.name,
                         distance=self.reid_distance if by_reid else self.matched.distance, t=t,
-                        same_as=-1 if self.continues is None else self.continues.track_id)
+                        same_as=-1 if self.continues is None else self.continues.track_id,
+                        quality=self.best_quality)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,9 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     learns the names. `name` is "unknown" when no gallery face is within the threshold;
     `distance` is the Euclidean distance to the nearest gallery face (-1 with an empty gallery).
     With re-identification on, `same_as` names the ended track this one continues (-1: none);
-    a name that came only from that track has the distance to that track's face.
+    a name that came only from that track has the distance to that track's face. `quality` is
+    the view quality of the face on `frame_id` (models/facerec/quality.py: eye distance x
+    frontality x detector score; -1 when unknown): the sinks' snapshots take that frame's face.
     """
     TOPIC: typing.ClassVar[bytes] = b"identity"
     track_id: int
@@ -117,6 +119,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     distance: float
     t: float
     same_as: int = -1
+    quality: float = -1.0
     v: int = VERSION
 
     def __post_init__(self):

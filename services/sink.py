@@ -70,14 +70,22 @@ class SinkLoop:
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
         tracks = []
+        book = self.snapshots
         for msg in messages:
             if isinstance(msg, Frame):
                 stats.frames_in += 1
                 self.pairer.add_frame(msg)
+                if book is not None:
+                    book.remember(msg)
             elif isinstance(msg, Tracks):
                 tracks.append(msg)
+                if book is not None:
+                    book.remember(msg)
             elif isinstance(msg, Identity):
                 self.names.remember(msg.track_id, msg.name)
+                snapshot = None if book is None else book.identity_view(msg, self._pixels)
+                if snapshot is not None:
+                    self.sink.on_snapshot(snapshot)
                 self.sink.on_identity(msg)
             elif isinstance(msg, Metrics) and self.sink.wants_metrics:
                 self.sink.on_metrics(msg)
@@ -87,6 +95,10 @@ class SinkLoop:
             tracks = tracks[-1:]
         for msg in tracks:
             self._one(msg)
+
+    def _pixels(self, frame: Frame):
+        """A frame's pixels from the ring (reused buffer), or None once overwritten."""
+        return None if self.reader is None else self.reader.read(frame, copy=False)
 
     def _one(self, tracks: Tracks) -> None:
         frame = self.pairer.match(tracks)

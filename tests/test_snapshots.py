@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from common.config import SnapshotsConfig
-from common.messages import Frame, Track, Tracks
+from common.messages import Frame, Identity, Track, Tracks
 from models.runtime import load_detector
 from mqtt_support import Collector, Mosquitto
-from services.sinks.snapshots import SnapshotBook, view_quality
+from services.sinks.snapshots import SnapshotBook, crop, view_quality
 from sink_support import http_get
 
 
@@ -66,6 +66,40 @@ def test_book_keeps_the_best_view_and_reads_pixels_only_for_it(tmp_path):
     assert book.get(3) is better and book.get(4) is None and book.get(5) is None
 
 
+def test_an_identity_view_takes_that_frames_face_and_only_a_better_one_replaces_it(tmp_path):
+    book = SnapshotBook(SnapshotsConfig(min_interval_s=0.0), tmp_path, "s")
+    images = {k: np.full((480, 640, 3), 10 * k, np.uint8) for k in range(6)}  # frame k is grey 10k
+    face = Track(id=3, box=[100, 100, 160, 160], score=0.9, state="confirmed")
+    bigger = Track(id=3, box=[100, 100, 300, 300], score=0.9, state="confirmed")
+
+    def step(k, track):
+        frame, tracks = _frame(k), _tracks(k, track)
+        book.remember(frame)
+        book.remember(tracks)
+        return book.see(frame, tracks, lambda: images[k])
+
+    def pixels(frame):
+        return images[frame.frame_id]
+
+    def grey(snapshot):
+        return int(cv2.imdecode(np.frombuffer(snapshot.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE).mean().round())
+
+    assert [s.scored_by for s in step(0, face)] == ["size"]
+    step(1, face)
+    chosen = book.identity_view(Identity(track_id=3, frame_id=1, name="ada", distance=0.3, t=0, quality=20.0), pixels)
+    assert chosen is not None and (chosen.frame_id, chosen.scored_by, grey(chosen)) == (1, "identity", 10)
+    assert book.get(3) is chosen
+    assert step(2, bigger) == []  # a larger box no longer replaces an identity view
+    again = Identity(track_id=3, frame_id=1, name="ada", distance=0.3, t=1, quality=20.0)  # the republished one
+    assert book.identity_view(again, pixels) is None
+    better = book.identity_view(Identity(track_id=3, frame_id=2, name="ada", distance=0.2, t=2, quality=30.0), pixels)
+    assert better is not None and grey(better) == 20 and better.box == (100, 100, 300, 300)  # frame 2's box
+    gone = Identity(track_id=3, frame_id=999, name="ada", distance=0.2, t=3, quality=50.0)  # a frame never seen
+    assert book.identity_view(gone, pixels) is None and book.stats()["snapshot_identity_missed"] == 1
+    assert book.identity_view(Identity(track_id=9, frame_id=2, name="x", distance=0.2, t=3, quality=50.0),
+                              pixels) is None  # no such live track
+
+
 def test_quality_counts_only_the_visible_part_of_a_face():
     inside = Track(id=1, box=[0, 0, 100, 100], score=1.0, state="confirmed")
     half_out = Track(id=1, box=[-50, 0, 50, 100], score=1.0, state="confirmed")
@@ -87,6 +121,22 @@ def test_live_view_serves_and_saves_a_face_snapshot(stack, detector):
     assert http_get(url + "snapshots/x.jpg")[0] == 404
     made = stack.wait_metrics("sink-live", lambda m: m.extra.get("snapshots_made", 0) >= 1)
     assert made.extra["snapshot_write_errors"] == 0
+
+
+def test_live_view_takes_the_identity_services_view(stack):
+    """The test plays the identity service too: its Identity message names frame k's view of track 1."""
+    sink = stack.sink("--kind", "live", "--port", "0")
+    url = sink.url()
+    stack.publish_until(lambda: http_get(url + "snapshots/1.jpg")[0] == 200)
+    k = stack.publish(pos=40)  # the face half behind the book: a view the size rule would not prefer
+    stack.publisher.send(Identity(track_id=1, frame_id=k, name="unknown", distance=-1.0, t=0.0, quality=30.0))
+    expected = crop(stack.images[40], stack.gt[40], SnapshotsConfig().margin)
+    m = stack.wait_metrics("sink-live", lambda m: m.extra.get("snapshot_identity_views", 0) >= 1)
+    assert m.extra["snapshot_identity_missed"] == 0
+    stack.publish_n(60)  # larger, clearer views by size follow: they no longer replace it
+    served = cv2.imdecode(np.frombuffer(http_get(url + "snapshots/1.jpg")[1], np.uint8), cv2.IMREAD_COLOR)
+    assert served.shape == expected.shape
+    assert np.abs(served.astype(int) - expected).mean() < 4  # frame 40's face (JPEG aside)
 
 
 def test_a_restarted_live_view_serves_snapshots_from_disk(stack):

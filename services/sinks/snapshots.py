@@ -1,10 +1,14 @@
 """Face snapshots: the best view of each track's face, as a JPEG crop kept on disk and in memory.
 
-A view's quality is the face's visible size (the square root of the box area inside the frame,
-in pixels) times the detector's score: large, sharp, unoccluded faces win. The tracks carry no
-landmarks, so the identity service's frontality score is not available here. A track's snapshot
-is replaced when a view beats it by `snapshots.better_view`, at most once every
-`snapshots.min_interval_s`; pixels are read from the ring only for those frames.
+Which view is best: the identity service's when it runs. It embeds a track's face on the frames
+whose view quality (models/facerec/quality.py: eye distance x frontality x detector score, from
+the landmarks) beats the best so far, and says so in an Identity message (`frame_id`,
+`quality`); the book then crops that frame, still in the ring, at the track's box there, and
+from then on only a better identity view replaces it. Until then, or without an identity
+service, a view's quality is the face's visible size (the square root of the box area inside
+the frame, in pixels) times the detector's score: large, unoccluded faces win; a view replaces
+the snapshot when it beats it by `snapshots.better_view`, at most once every
+`snapshots.min_interval_s`. Pixels are read from the ring only for the frames used.
 
 Files are `<sink.record_dir>/snapshots/<stack>-<track start>-<track id>.jpg`, written through
 a temporary file and a rename, so a reader never sees half a JPEG and two sink processes
@@ -30,12 +34,13 @@ import cv2
 import numpy as np
 
 from common.config import Config, SnapshotsConfig
-from common.messages import Track
+from common.messages import Frame, Identity, Track, Tracks
 from common.recent import RecentMap
 
 log = logging.getLogger("sink.snapshots")
 
 KEPT = 32  # snapshots of ended tracks kept in memory (the newest ones; older ones are read from disk)
+RECENT = 64  # frames whose Frame message and track boxes are kept for a late identity view
 
 
 def snapshot_dir(cfg: Config) -> Path:
@@ -56,11 +61,12 @@ class Snapshot:
     box: tuple[float, float, float, float]  # the face's box in the frame (the crop adds a margin)
     jpeg: bytes
     path: Path  # the file; it may be missing when the write failed or retention removed it
+    scored_by: str = "size"  # "identity": `quality` is the identity service's view quality
 
     def summary(self) -> dict:
         """The form events refer to a snapshot by."""
         return {"url": url_path(self.track_id), "file": self.path.name, "frame_id": self.frame_id,
-                "quality": round(self.quality, 2), "bytes": len(self.jpeg)}
+                "quality": round(self.quality, 2), "scored_by": self.scored_by, "bytes": len(self.jpeg)}
 
 
 def view_quality(track: Track, width: int, height: int) -> float:
@@ -88,6 +94,7 @@ class _Best:
     t_start: float  # t_capture of the track's first confirmed frame: names the file
     snapshot: Snapshot | None = None
     t_saved: float = -math.inf  # monotonic time of the last replacement
+    identity_quality: float = 0.0  # > 0 once the identity service chose a view: only a better one of its replaces it
 
 
 class SnapshotBook:
@@ -100,7 +107,9 @@ class SnapshotBook:
         self.live: dict[int, _Best] = {}
         self.ended: RecentMap = RecentMap(KEPT)
         self.last_frame_id = -1
-        self.made = self.write_errors = self.stale = 0
+        self.frames: RecentMap = RecentMap(RECENT)  # frame id -> Frame message
+        self.boxes: RecentMap = RecentMap(RECENT)  # frame id -> {track id: box}
+        self.made = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> SnapshotBook:
@@ -111,6 +120,29 @@ class SnapshotBook:
         if best is not None:
             return best.snapshot
         return self.ended.get(track_id)
+
+    def remember(self, msg: Frame | Tracks) -> None:
+        """Every Frame and Tracks message (skipped ones too): an identity view may name their frame."""
+        if isinstance(msg, Frame):
+            self.frames.remember(msg.frame_id, msg)
+        else:
+            self.boxes.remember(msg.frame_id, {t.id: t.box for t in msg.tracks})
+
+    def identity_view(self, msg: Identity, pixels: Callable[[Frame], np.ndarray | None]) -> Snapshot | None:
+        """The identity service's better view of a live track: that frame's face, if still in the ring."""
+        best = self.live.get(msg.track_id)
+        if best is None or msg.quality <= best.identity_quality:
+            return None  # not a live confirmed track, or a republished / no better view
+        frame, box = self.frames.get(msg.frame_id), self.boxes.get(msg.frame_id, {}).get(msg.track_id)
+        image = None if frame is None or box is None else pixels(frame)
+        if frame is None or image is None:
+            self.identity_missed += 1
+            return None
+        snapshot = self._make(image, frame, msg.track_id, box, msg.quality, best, "identity")
+        if snapshot is not None:
+            best.snapshot, best.t_saved, best.identity_quality = snapshot, time.monotonic(), msg.quality
+            self.identity_views += 1
+        return snapshot
 
     def see(self, frame, tracks, pixels: Callable[[], np.ndarray | None]) -> list[Snapshot]:
         """Update from one frame's tracks; `pixels()` reads the frame (only called when needed).
@@ -125,6 +157,8 @@ class SnapshotBook:
             if t.state != "confirmed":
                 continue
             best = self.live.setdefault(t.id, _Best(tracks.t_capture))
+            if best.identity_quality > 0:
+                continue  # the identity service chooses this track's views now
             quality = view_quality(t, frame.width, frame.height)
             if quality <= 0 or min(t.box[2] - t.box[0], t.box[3] - t.box[1]) < self.cfg.min_face_px:
                 continue
@@ -140,7 +174,7 @@ class SnapshotBook:
             return []
         made = []
         for t, quality, best in wanted:
-            snapshot = self._make(image, frame, tracks, t, quality, best)
+            snapshot = self._make(image, frame, t.id, t.box, quality, best, "size")
             if snapshot is not None:
                 best.snapshot, best.t_saved = snapshot, now
                 made.append(snapshot)
@@ -152,17 +186,19 @@ class SnapshotBook:
             if best.snapshot is not None:
                 self.ended.remember(tid, best.snapshot)
 
-    def _make(self, image, frame, tracks, track: Track, quality: float, best: _Best) -> Snapshot | None:
-        face = crop(image, track.box, self.cfg.margin)
+    def _make(self, image: np.ndarray, frame: Frame, track_id: int, box: list[float], quality: float, best: _Best,
+              scored_by: str) -> Snapshot | None:
+        face = crop(image, box, self.cfg.margin)
         if face is None:
             return None
         ok, buf = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
         if not ok:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(best.t_start))
-        path = self.directory / f"{self.stack}-{stamp}-{track.id}.jpg"
-        x1, y1, x2, y2 = track.box  # four numbers (Track checks)
-        snapshot = Snapshot(track.id, frame.frame_id, tracks.t_capture, quality, (x1, y1, x2, y2), buf.tobytes(), path)
+        path = self.directory / f"{self.stack}-{stamp}-{track_id}.jpg"
+        x1, y1, x2, y2 = box  # four numbers (Track checks)
+        snapshot = Snapshot(track_id, frame.frame_id, frame.t_capture, quality, (x1, y1, x2, y2), buf.tobytes(), path,
+                            scored_by)
         self._write(snapshot)
         self.made += 1
         return snapshot
@@ -181,7 +217,8 @@ class SnapshotBook:
 
     def stats(self) -> dict[str, float]:
         return {"snapshots_made": self.made, "snapshot_write_errors": self.write_errors,
-                "snapshot_stale": self.stale}
+                "snapshot_stale": self.stale, "snapshot_identity_views": self.identity_views,
+                "snapshot_identity_missed": self.identity_missed}
 
 
 def find_on_disk(directory: Path, stack: str, track_id: int) -> Path | None:
