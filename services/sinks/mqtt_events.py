@@ -29,8 +29,9 @@ metrics as `events_dropped`. Nothing here ever blocks the bus loop.
 
 Credentials and TLS come from services/sinks/mqtt_connect.py. A connection that fails (CONNACK
 refused: bad user name or password, not authorised; a TLS error: unknown CA, hostname mismatch;
-no broker) is logged once with the broker and the reason, and again only when the reason changes
-(or every FAIL_REPEAT_S); paho 2.1's loop thread (connect_async + loop_start, reconnect_on_failure)
+no broker) is logged once with the broker and the reason, and again only for a reason not yet
+logged since the last good connection (or every FAIL_REPEAT_S: a broker that alternates between
+two answers, as mosquitto's TLS listener may when it closes right after refusing, is two lines); paho 2.1's loop thread (connect_async + loop_start, reconnect_on_failure)
 retries after each of them: a refused CONNACK closes the socket and the loop reconnects after its
 backoff; an OSError in connect (TLS included) calls on_connect_fail and retries the same way. The
 sink keeps running and queueing meanwhile. The sink speaks MQTT 3.1.1: a publish that the broker's
@@ -66,7 +67,7 @@ log = logging.getLogger("sink.mqtt")
 
 PAYLOAD_VERSION = 1
 EVENTS = ("started", "ended", "identified")
-FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this often (and when its reason changes)
+FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this often (a new reason at once)
 
 
 @dataclass
@@ -188,8 +189,7 @@ class MqttLink:
         self.lock = threading.Lock()
         self.published = self.dropped = self.skipped = self.connects = self.failures = 0
         self.listeners: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
-        self._failing: str | None = None  # the reason of the last failure logged, until a connection succeeds
-        self._failing_logged = 0.0
+        self._failing: dict[str, float] = {}  # reasons logged since the last good connection -> when
         self._closing = False
         self._refused = False  # the last attempt got a refusing CONNACK (its close is not a second failure)
 
@@ -223,7 +223,7 @@ class MqttLink:
         with self.lock:
             self.connects += 1
         after = f" after {self.failures} failed attempts" if self._failing else ""
-        self._failing = None
+        self._failing.clear()
         log.info("connected to MQTT broker %s (connection %d)%s", self.broker, self.connects, after)
         self.connected.set()
         client.publish(self.status, self._status_payload("online", "connected"), qos=1, retain=True)
@@ -241,14 +241,14 @@ class MqttLink:
             self._failed(f"cannot connect ({exc or 'unknown error'})", logging.WARNING)
 
     def _failed(self, reason: str, level: int) -> None:
-        """One line for a failure: the first, then again only when the reason changes or every FAIL_REPEAT_S."""
+        """One line for a failure: the first of each reason since the last connection, then every FAIL_REPEAT_S."""
         self.failures += 1
         now = time.monotonic()
-        if reason != self._failing or now - self._failing_logged >= FAIL_REPEAT_S:
+        if now - self._failing.get(reason, -FAIL_REPEAT_S) >= FAIL_REPEAT_S:
             log.log(level, "MQTT broker %s: %s (%d failed attempts); retrying, backing off to %g s; "
                     "events are kept (at most %d)", self.broker, reason, self.failures, self.cfg.reconnect_max_s,
                     self.cfg.queue_size)
-            self._failing, self._failing_logged = reason, now
+            self._failing[reason] = now
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:
         if self._closing:
