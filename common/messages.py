@@ -137,7 +137,10 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     `latency_ms` maps a path between two pipeline points (e.g. `capture_to_tracked`, from
     Frame.t_capture to Tracks.t_tracked) to its percentiles; `extra` holds the stage's other
-    numbers (queue depth, skipped frames, board temperature ...).
+    numbers (queue depth, skipped frames, board temperature ...). `program` is the supervisord
+    program the process runs as on this board ("" outside supervisord, and for metrics relayed
+    from another host: their pid and program are that host's), which is what the watchdog
+    acts on; `pid` is for people.
     """
     TOPIC: typing.ClassVar[bytes] = b"metrics"
     service: str
@@ -154,6 +157,7 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rss_bytes: int
     extra: dict[str, float] = msgspec.field(default_factory=dict)
     latency_ms: dict[str, Latency] = msgspec.field(default_factory=dict)
+    program: str = ""
     v: int = VERSION
 
     def __post_init__(self):

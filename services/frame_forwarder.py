@@ -28,6 +28,7 @@ import time
 import typing
 
 import cv2
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -164,9 +165,11 @@ def serve(ctx: ServiceContext) -> None:
                         if peer not in waiting:
                             log.debug("remote detector %s is free", msg.detector)
                         waiting[peer] = msg.t
-                    elif isinstance(msg, (Detections, Metrics)):
+                    elif isinstance(msg, Metrics):  # another host's pid and program: none of ours
+                        ctx.publisher.send(msgspec.structs.replace(msg, program=""))
+                    elif isinstance(msg, Detections):
                         ctx.publisher.send(msg)
-                        counters["detections_relayed"] += isinstance(msg, Detections)
+                        counters["detections_relayed"] += 1
             if sub.sock in events:  # polled with the remote's socket: take what is queued
                 batch = Batch(sub.drain())
                 for msg in batch.of(Tracks):
