@@ -51,7 +51,9 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Faces found on frame `frame_id` (which may be several frames old when it arrives).
 
-    boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are 6 (x, y) per face.
+    boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are the same number of (x, y)
+    per face (BlazeFace: 6), none for a detector without landmarks (an empty set per face, or
+    an empty list).
     """
     TOPIC: typing.ClassVar[bytes] = b"detections"
     frame_id: int
@@ -72,6 +74,12 @@ class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"{len(self.scores)} scores for {len(self.boxes)} boxes")
         if len(self.keypoints) and len(self.keypoints) != len(self.boxes):
             raise ValueError(f"{len(self.keypoints)} keypoint sets for {len(self.boxes)} boxes")
+        if len({len(kps) for kps in self.keypoints}) > 1:
+            raise ValueError(f"keypoint sets of different sizes {sorted({len(kps) for kps in self.keypoints})}")
+        for kps in self.keypoints:
+            for point in kps:
+                if len(point) != 2 or not all(math.isfinite(v) for v in point):
+                    raise ValueError(f"a keypoint is 2 finite numbers [x, y], got {list(point)!r:.80}")
 
 
 class Track(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
