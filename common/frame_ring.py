@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.runs import new_run_id
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"FTRING01"
@@ -101,7 +103,7 @@ class FrameRing:
                 f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
                 f"ring.slots / capture size ({exc.strerror})") from None
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            ring_id = int.from_bytes(os.urandom(8), "little") >> 1  # fits msgpack's int64
+            ring_id = new_run_id()  # the capture run (common/runs.py)
             _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id, os.getpid())
         log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
                  channels, size / 2**20)

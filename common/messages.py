@@ -51,6 +51,7 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Faces found on frame `frame_id` (which may be several frames old when it arrives).
 
+    `ring_id` is the Frame's: the capture run the frame id counts in (0: not known).
     boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are the same number of (x, y)
     per face (BlazeFace: 6), none for a detector without landmarks (an empty set per face, or
     an empty list).
@@ -63,6 +64,7 @@ class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     boxes: list[list[float]]
     scores: list[float]
     keypoints: list[list[list[float]]]
+    ring_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -94,7 +96,11 @@ class Track(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Tracks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The published tracks of one frame; `detect_every` is the tracker's wish for the detector."""
+    """The published tracks of one frame; `detect_every` is the tracker's wish for the detector.
+
+    `run_id` names the tracker run (common/runs.py): a track id names one face within a run
+    only, and frame ids grow within it. The tracker sets it on every message (0: not known).
+    """
     TOPIC: typing.ClassVar[bytes] = b"tracks"
     frame_id: int
     t_capture: float
@@ -102,6 +108,7 @@ class Tracks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tracks: list[Track]
     detect_every: Annotated[int, Meta(ge=1)] = 1
     detected: bool = False
+    run_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -119,6 +126,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     a name that came only from that track has the distance to that track's face. `quality` is
     the view quality of the face on `frame_id` (models/facerec/quality.py: eye distance x
     frontality x detector score; -1 when unknown): the sinks' snapshots take that frame's face.
+    `run_id` is the tracker run of `track_id` and `same_as` (Tracks.run_id).
     """
     TOPIC: typing.ClassVar[bytes] = b"identity"
     track_id: int
@@ -128,6 +136,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     t: float
     same_as: int = -1
     quality: float = -1.0
+    run_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):

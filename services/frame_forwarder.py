@@ -37,11 +37,13 @@ from common.curve import DetectorGate, serve_securely
 from common.frame_ring import RingReader
 from common.messages import (Detections, EncodedFrame, Frame, FrameRequest, MessageError, Metrics, Tracks,
                              decode, encode)
+from common.recent import RecentMap
 from common.service import InputError, ServiceContext
 
 log = logging.getLogger("forwarder")
 
 SEND_HWM = 4  # frames queued per remote detector at most (it asked for one at a time anyway)
+SENT_KEPT = 64  # frames sent whose ring is remembered for their detections
 
 
 def encode_frame(image, frame: Frame, quality: int, max_side: int) -> EncodedFrame:
@@ -129,6 +131,7 @@ def serve(ctx: ServiceContext) -> None:
     waiting: collections.OrderedDict[bytes, float] = collections.OrderedDict()
     every_n = det.every_n
     newest: Frame | None = None
+    sent_rings: RecentMap = RecentMap(SENT_KEPT)  # frame id -> ring id of the frames sent
     last_sent: int | None = None
     counters: dict[str, float] = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
                 "remote_waiting": 0, "encode_ms": 0.0, "remote_denied": 0, "remote_handshake_failed": 0}
@@ -167,8 +170,8 @@ def serve(ctx: ServiceContext) -> None:
                         waiting[peer] = msg.t
                     elif isinstance(msg, Metrics):  # another host's pid and program: none of ours
                         ctx.publisher.send(msgspec.structs.replace(msg, program=""))
-                    elif isinstance(msg, Detections):
-                        ctx.publisher.send(msg)
+                    elif isinstance(msg, Detections):  # the ring of the frame it was sent (the remote knows none)
+                        ctx.publisher.send(msgspec.structs.replace(msg, ring_id=sent_rings.get(msg.frame_id, 0)))
                         counters["detections_relayed"] += 1
             if sub.sock in events:  # polled with the remote's socket: take what is queued
                 batch = Batch(sub.drain())
@@ -198,6 +201,7 @@ def serve(ctx: ServiceContext) -> None:
                 stats.dropped += 1  # that detector's queue is full: it is gone or stuck
                 continue
             last_sent = newest.frame_id
+            sent_rings.remember(newest.frame_id, newest.ring_id)
             counters["forwarded"] += 1
             counters["jpeg_bytes"] += len(out.jpeg)
             stats.processed((time.perf_counter() - t0) * 1000)

@@ -92,11 +92,13 @@ class Identifier:
                 self._without_landmarks(det)
                 continue
             qualities = [view_quality(k, s, self.cfg.min_eye_px) for k, s in zip(det.keypoints, det.scores)]
+            frame = self.frames.get(det.frame_id)
+            if det.ring_id and frame is not None and frame.ring_id != det.ring_id:
+                continue  # computed on a frame of an earlier capture run
             wanted = [c for c in self.book.candidates(det, qualities)
                       if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality]
             if not wanted:
                 continue
-            frame = self.frames.get(det.frame_id)
             image = self.reader.read(frame, copy=False) if frame is not None else None
             if image is None:
                 self.ctx.stats.dropped += 1

@@ -24,6 +24,7 @@ from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
 from common.messages import Frame, Identity, Metrics, Tracks
 from common.recent import RecentMap
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
@@ -61,6 +62,7 @@ class SinkLoop:
         self.stale = 0
         self.failed = 0
         self.names = RecentMap(MAX_NAMES)  # track id -> name, from the identity service
+        self.run = RunWatch()  # the tracker run the names' track ids belong to
         root = sink.record_root()
         if root is None and snapshots is not None:  # a live view's or MQTT sink's snapshots are files too
             root = snapshots.directory.parent
@@ -80,10 +82,14 @@ class SinkLoop:
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Tracks):
+                if self.run.changed(msg.run_id):
+                    self.names.clear()  # a new tracker run: its ids name other faces
                 tracks.append(msg)
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Identity):
+                if msg.run_id and msg.run_id != self.run.run:
+                    continue  # names a track of another tracker run
                 self.names.remember(msg.track_id, msg.name)
                 snapshot = None if book is None else book.identity_view(msg, self._pixels)
                 if snapshot is not None:
