@@ -21,6 +21,7 @@ from common.messages import Detections, Frame, Tracks
 from common.runs import RunWatch, new_run_id
 from common.service import ServiceContext, run_service
 from common.tracking import FrameDetections, TrackManager
+from common.tracking.rate import FrameRate
 
 log = logging.getLogger("tracker")
 
@@ -32,8 +33,8 @@ def to_frame_detections(msg: Detections) -> FrameDetections:
 
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0,  # seconds to frames at the camera's rate
-                           start_score=cfg.detector.score_threshold)
+    rate = FrameRate(prior=cfg.capture.fps or 30.0)  # the source's rate, learnt from the frames
+    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=cfg.detector.score_threshold)
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
@@ -53,6 +54,7 @@ def serve(ctx: ServiceContext) -> None:
                 run_id = new_run_id()
                 log.warning("capture restarted (new ring %x): tracks reset, tracker run %x", newest.ring_id, run_id)
                 manager.reset()
+                rate.reset()
                 pending, last_frame_id = None, None
                 stats.extra["resets"] = stats.extra.get("resets", 0) + 1
             for msg in batch.of(Detections):
@@ -65,6 +67,10 @@ def serve(ctx: ServiceContext) -> None:
                 if pending is None or pending.frame_id < msg.frame_id:
                     pending = msg
             stats.frames_in += len(batch.of(Frame))
+            for frame in batch.of(Frame):
+                if frame.ring_id == capture.run:
+                    rate.see(frame.frame_id, frame.t_capture)
+            manager.fps = rate.fps  # seconds to frames at the rate the source delivers
             stats.dropped += batch.skipped_frames  # the tracker keeps up with the camera: skipped is lost
             if newest is None or (last_frame_id is not None and newest.frame_id <= last_frame_id):
                 continue
@@ -90,6 +96,7 @@ def serve(ctx: ServiceContext) -> None:
             stats.extra.update(manager.counters)
             stats.extra["tracks"] = len(tracks)
             stats.extra["bridging"] = int(manager.bridging)
+            stats.extra["source_fps"] = rate.fps
     finally:
         sub.close()
         reader.close()
