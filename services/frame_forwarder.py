@@ -38,6 +38,7 @@ from common.frame_ring import RingReader
 from common.messages import (Detections, EncodedFrame, Frame, FrameRequest, MessageError, Metrics, Tracks,
                              decode, encode)
 from common.recent import RecentMap
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext
 
 log = logging.getLogger("forwarder")
@@ -133,6 +134,7 @@ def serve(ctx: ServiceContext) -> None:
     newest: Frame | None = None
     sent_rings: RecentMap = RecentMap(SENT_KEPT)  # frame id -> ring id of the frames sent
     last_sent: int | None = None
+    capture = RunWatch()
     counters: dict[str, float] = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
                 "remote_waiting": 0, "encode_ms": 0.0, "remote_denied": 0, "remote_handshake_failed": 0}
     refused: set[str] = set()
@@ -182,9 +184,11 @@ def serve(ctx: ServiceContext) -> None:
             stats.errors = int(counters["remote_malformed"])
             counters["remote_waiting"] = len(waiting)
             stats.extra.update(counters, every_n=every_n, stale_frames=reader.stale)
+            if newest is not None and capture.changed(newest.ring_id):
+                last_sent = None  # a restarted capture numbers from 0 again
             if not waiting or newest is None or newest.frame_id == last_sent:
                 continue
-            if last_sent is not None and 0 <= newest.frame_id - last_sent < every_n:
+            if last_sent is not None and newest.frame_id - last_sent < every_n:
                 continue
             image = reader.read(newest, copy=False)
             if image is None:
