@@ -112,7 +112,7 @@ class SnapshotBook:
         self.ended: RecentMap = RecentMap(KEPT)  # track key -> Snapshot
         self.run = RunWatch()  # the tracker run of `live`
         self.frames: RecentMap = RecentMap(RECENT)  # frame id -> Frame message
-        self.boxes: RecentMap = RecentMap(RECENT)  # frame id -> {track id: box}
+        self.boxes: RecentMap = RecentMap(RECENT)  # (tracker run, frame id) -> {track id: box}
         self.made = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
 
     @classmethod
@@ -131,15 +131,16 @@ class SnapshotBook:
         if isinstance(msg, Frame):
             self.frames.remember(msg.frame_id, msg)
         else:
-            self.boxes.remember(msg.frame_id, {t.id: t.box for t in msg.tracks})
+            self.boxes.remember((msg.run_id, msg.frame_id), {t.id: t.box for t in msg.tracks})
 
     def identity_view(self, msg: Identity, pixels: Callable[[Frame], np.ndarray | None]) -> Snapshot | None:
         """The identity service's better view of a live track: that frame's face, if still in the ring."""
-        key = track_key(msg.run_id or self.run.run or 0, msg.track_id)
+        run = msg.run_id or self.run.run or 0
+        key = track_key(run, msg.track_id)
         best = self.live.get(key)
         if best is None or msg.quality <= best.identity_quality:
             return None  # not a live confirmed track, or a republished / no better view
-        frame, box = self.frames.get(msg.frame_id), self.boxes.get(msg.frame_id, {}).get(msg.track_id)
+        frame, box = self.frames.get(msg.frame_id), self.boxes.get((run, msg.frame_id), {}).get(msg.track_id)
         image = None if frame is None or box is None else pixels(frame)
         if frame is None or image is None:
             self.identity_missed += 1
