@@ -96,7 +96,8 @@ class Identifier:
             if det.ring_id and frame is not None and frame.ring_id != det.ring_id:
                 continue  # computed on a frame of an earlier capture run
             wanted = [c for c in self.book.candidates(det, qualities)
-                      if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality]
+                      if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality
+                      or c.run_id != self.queue[c.track_id][0].run_id]  # queued for an earlier tracker run's face
             if not wanted:
                 continue
             image = self.reader.read(frame, copy=False) if frame is not None else None
