@@ -8,6 +8,9 @@ best descriptor and its gallery match; a new gallery re-matches every live track
 Tracks that leave the tracker's output are forgotten, and so is an id whose age went down:
 a restarted tracker reuses ids for other faces.
 
+The best descriptor of each live track, and of the last `ENDED` ended ones, can be taken out
+(`descriptor_of`): that is what naming a face on the live view enrols.
+
 Re-identification (`reid`): a forgotten track's descriptor is kept for `reid_window_s`; a new
 track whose first descriptor lies within the threshold of one continues it (`same_as`), and
 takes its name when the gallery does not name it by itself (an occluded first view of
@@ -23,9 +26,11 @@ import numpy as np
 from common.config import IdentityConfig
 from common.gallery import UNKNOWN, Match, Snapshot
 from common.messages import Detections, Identity, Tracks
+from common.recent import RecentMap
 from common.tracking import associate
 
 CONFIRMED = "confirmed"
+ENDED = 64  # ended tracks whose best descriptor is kept, for naming a recent face
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class IdentityBook:
         self.live: set[int] = set()
         self.ages: dict[int, int] = {}  # live track id -> its age in the latest tracks
         self.departed: list[Departed] = []
+        self.ended: RecentMap = RecentMap(ENDED)  # ended track id -> its best descriptor
 
     def on_tracks(self, msg: Tracks) -> list[int]:
         """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
@@ -102,11 +108,20 @@ class IdentityBook:
         gone = [tid for tid in self.states if tid not in self.live or ages[tid] < self.ages.get(tid, 0)]
         for tid in gone:
             state = self.states.pop(tid)
+            if state.descriptor is not None:
+                self.ended.remember(tid, state.descriptor)
             if self.cfg.reid and state.descriptor is not None:
                 self.departed.append(Departed(tid, state.descriptor, state.name, msg.t_tracked))
         self.departed = [d for d in self.departed if msg.t_tracked - d.t <= self.cfg.reid_window_s]
         self.ages = ages
         return gone
+
+    def descriptor_of(self, track_id: int) -> np.ndarray | None:
+        """The best descriptor of a live or recently ended track, None if its face was never embedded."""
+        if track_id in self.live:  # not an ended track that had the same id (a restarted tracker)
+            state = self.states.get(track_id)
+            return None if state is None else state.descriptor
+        return self.ended.get(track_id)
 
     def tracks_at(self, frame_id: int) -> list | None:
         """The tracks published for `frame_id`, or for the nearest earlier frame the tracker did."""

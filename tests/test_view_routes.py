@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from common.bus import Publisher
 from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
 from services.sinks.live_view import LiveView
@@ -51,13 +52,16 @@ def views(tmp_path, monkeypatch):
     original = LiveView.routes
     monkeypatch.setattr(LiveView, "routes", lambda self: original(self).add(added))
     cfg = SinkConfig(http_host="127.0.0.1")
-    live = LiveView(cfg, 0, "routes", StackMetrics(1.0, 3), HttpConfig(), tmp_path / "snapshots")
+    publisher = Publisher(f"ipc://{tmp_path}/pub.sock", 10)
+    live = LiveView(cfg, 0, "routes", StackMetrics(1.0, 3), HttpConfig(), tmp_path / "snapshots",
+                    tmp_path / "gallery.sqlite", publisher)
     privacy = PrivacyView(cfg, 0, "routes", StackMetrics(1.0, 3), HttpConfig())
     for view in (live, privacy):
         view.start()
     yield live, privacy
     for view in (live, privacy):
         view.close()
+    publisher.close()
 
 
 def test_the_privacy_view_serves_its_allow_list_and_nothing_the_live_view_adds(views):
@@ -72,6 +76,6 @@ def test_the_privacy_view_serves_its_allow_list_and_nothing_the_live_view_adds(v
             continue
         asked += 1
         assert status(privacy.served.port, method, concrete(method, path)) == 404, (method, path)
-    assert asked >= 2  # the added route and the face snapshots at least
+    assert asked >= 10  # the added route, the face snapshots and the face library's pages and changes
     for method, path in PRIVACY_ALLOWS:  # served (503 before the first frame is an answer too)
         assert status(privacy.served.port, method, path) != 404, path

@@ -1,14 +1,18 @@
-"""Live view sink: an HTTP server showing the annotated video and the current tracks.
+"""Live view sink: an HTTP server showing the annotated video, the faces, and a face library.
 
   the VideoFeed's routes (view_http.py): /, /stream.mjpg, /snapshot.jpg, /tracks.json, /healthz, /metrics
   /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
+  the FaceLibrary's routes (face_library.py): faces now and recent, live events, health,
+  naming a face, the People page
 
-The page (live_page.py) shows the MJPEG stream and a table of the tracks, names included.
+The page (web/live.html, live.js) shows the MJPEG stream, a table of the tracks, the Faces
+(now), Recent and Health panels updated by Server-Sent Events, and "Name…" on each face.
 The routes are the live view's own table (view_http.Routes): the privacy view composes its
 own from the feed's alone, so nothing added here reaches it.
 """
 from __future__ import annotations
 
+import html
 import re
 import time
 from http import HTTPStatus
@@ -18,8 +22,8 @@ from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
 from common.recent import RecentMap
 from services.sinks.base import Sink
+from services.sinks.face_library import WEB, FaceLibrary
 from services.sinks.drawing import colour_hex, draw_tracks
-from services.sinks.live_page import PAGE
 from services.sinks.pairing import Paired
 from services.sinks.snapshots import KEPT, Snapshot, find_on_disk, snapshot_dir
 from services.sinks.view_http import Routes, ServedView, VideoFeed, ViewHandler
@@ -31,26 +35,31 @@ class LiveView(Sink, kind="live"):
     latest_only = True
     wants_metrics = True
     wants_snapshots = True
+    wants_gallery = True
     options = ("port",)
 
     @classmethod
     def from_context(cls, ctx) -> LiveView:
         cfg, port = ctx.config, ctx.args.port
         return cls(cfg.sink, cfg.sink.http_port if port is None else port, cfg.stack.id,
-                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), cfg.http, snapshot_dir(cfg))
+                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), cfg.http, snapshot_dir(cfg),
+                   Path(cfg.identity.gallery), ctx.publisher)
 
     def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig,
-                 snapshots: Path):
+                 snapshots: Path, gallery: Path, publisher):
         self.cfg = cfg
         self.stack = stack
         self.snapshot_dir = snapshots
         self.snapshots: RecentMap = RecentMap(KEPT)  # track id -> JPEG of its best view
-        self.feed = VideoFeed(cfg, metrics, PAGE.format(stack=stack).encode())
+        page = (WEB / "live.html").read_text().replace("__STACK__", html.escape(stack))
+        self.feed = VideoFeed(cfg, metrics, page.encode())
+        self.library = FaceLibrary(cfg, self.feed, gallery, publisher, self.track_snapshot)
         self.served = ServedView(f"sink {self.kind}", cfg.http_host, port, http, cfg.client_timeout_s)
 
     def routes(self) -> Routes:
-        """Everything this view serves: the feed, and each track's face snapshot."""
-        return self.feed.routes().add(Routes(get_patterns=[(SNAPSHOT_PATH, self._track_snapshot)]))
+        """Everything this view serves: the feed, each track's face snapshot, the face library."""
+        return (self.feed.routes().add(Routes(get_patterns=[(SNAPSHOT_PATH, self._track_snapshot)]))
+                .add(self.library.routes()))
 
     def start(self) -> None:
         self.served.start(self.routes())
@@ -63,7 +72,17 @@ class LiveView(Sink, kind="live"):
         record = paired.record(time.time())
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
+        self.library.see(record, time.time())
         self.feed.put(draw_tracks(paired.pixels, paired.tracks.tracks, paired.names), record)
+
+    def on_identity(self, msg) -> None:
+        self.library.named(msg.track_id, msg.name)
+
+    def on_gallery_reply(self, msg) -> None:
+        self.library.on_reply(msg)
+
+    def tick(self) -> None:
+        self.library.send_requests()
 
     def on_metrics(self, msg) -> None:
         self.feed.metrics_table.update(msg)
@@ -90,7 +109,7 @@ class LiveView(Sink, kind="live"):
             req.send(HTTPStatus.OK, "image/jpeg", jpeg)
 
     def stats(self) -> dict[str, float]:
-        return {**self.feed.stats(), **self.served.stats()}
+        return {**self.feed.stats(), **self.served.stats(), **self.library.stats()}
 
     def close(self) -> None:
         self.feed.close()

@@ -118,6 +118,40 @@ class ViewHandler(GuardedHandler):
     def send_json(self, status, value) -> None:
         self.send(status, "application/json", json.dumps(value).encode())
 
+    def json_body(self, limit: int) -> dict | None:
+        """The JSON object of a state-changing POST, or None once refused (and counted).
+
+        CSRF: the browser's Origin header must name this very server (scheme and Host), and a
+        fetch from Sec-Fetch-Site other than same-origin is refused; a form from another site
+        cannot send `application/json` without a preflight this server never answers. The
+        body must say its length and stay within `limit` bytes, and be a JSON object."""
+        origin = self.headers.get("Origin")
+        own = f"{self.server.scheme}://{self.headers.get('Host', '')}"
+        if origin != own or self.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
+            self.refuse(HTTPStatus.FORBIDDEN, f"POST {self.route_path} from origin {str(origin)[:80]!r}: "
+                        "only this page's own origin may change things")
+            return None
+        if self.headers.get_content_type() != "application/json":
+            self.refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"POST {self.route_path}: the body must be application/json")
+            return None
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self.refuse(HTTPStatus.LENGTH_REQUIRED, f"POST {self.route_path}: no Content-Length")
+            return None
+        if int(length) > limit:
+            self.refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"POST {self.route_path}: {int(length)} bytes "
+                        f"(at most {limit})")
+            return None
+        try:
+            value = json.loads(self.rfile.read(int(length)))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            self.refuse(HTTPStatus.BAD_REQUEST, f"POST {self.route_path}: not JSON ({str(exc)[:80]})")
+            return None
+        if not isinstance(value, dict):
+            self.refuse(HTTPStatus.BAD_REQUEST, f"POST {self.route_path}: not a JSON object")
+            return None
+        return value
+
     def refuse(self, status: HTTPStatus, why: str) -> None:
         """A counted refusal (`http_refused`), answered with one line of JSON saying why."""
         self.server.counters.count("http_refused", f"{self.address_string()}: {int(status)} {why}")
