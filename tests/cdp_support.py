@@ -103,8 +103,9 @@ class Browser:
                        "if (!e) return false; e.click(); return true; })()"), f"nothing to click at {selector}"
 
     def type_into(self, selector: str, text: str) -> None:
+        """Replace the field's text with `text`, typed."""
         assert self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
-                       "if (!e) return false; e.focus(); return document.activeElement === e; })()"), selector
+                       "if (!e) return false; e.focus(); e.select(); return document.activeElement === e; })()"), selector
         self.call("Input.insertText", {"text": text})
 
     def screenshot(self, path: Path) -> None:

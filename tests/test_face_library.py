@@ -7,7 +7,7 @@ and names the unknown face through the page's own controls ("Name…", the name 
 Then: the page shows the identity service's answer; /tracks.json and the MQTT
 `tracks/identified` event carry the name for that track; a track that starts later (a face
 coming back into the view) has the name in its first Identity; the People page lists the person
-with the enrolment thumbnail; "Remove" there deletes their faces so that none of the
+with the enrolment thumbnail; "Rename" there renames the live tracks too; "Remove" there deletes their faces so that none of the
 descriptor's bytes is left in the gallery's files (as test_gallery_secure_delete checks).
 The doors of the new routes: 401 without credentials, 403 for a cross-origin POST, oversized
 and malformed bodies and bad names refused and counted, no traceback, the page still served.
@@ -34,7 +34,9 @@ from test_gallery_secure_delete import gallery_bytes
 from test_sink_browser import chromium_problem  # noqa: F401 (a fixture)
 
 USER, PASSWORD = "ada", "correct horse"
-NAME = "Eileen Collins"
+NAME, RENAMED = "Eileen Collins", "Eileen M. Collins"
+ANSWER = ("(() => { const n = document.getElementById('notice'); "  # the page's line once the answer came
+          "return ['ok', 'err'].includes(n.className) ? n.className + ': ' + n.textContent : ''; })()")
 SCREENSHOT = ROOT / "docs" / "img" / "face-library.png"
 SLOW = 240  # seconds: model loads and a loaded 2-core machine; liveness only
 
@@ -106,9 +108,7 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         browser.click(f"#faces .name-button[data-track='{track}']")
         browser.type_into("#name-input", NAME)
         browser.click("#name-save")
-        notice = browser.wait("(() => { const n = document.getElementById('notice'); "
-                              "return ['ok', 'err'].includes(n.className) ? n.className + ': ' + n.textContent : ''; })()",
-                              SLOW, "the identity service's answer on the page")
+        notice = browser.wait(ANSWER, SLOW, "the identity service's answer on the page")
         assert notice.startswith("ok: ") and f"enrolled as {NAME}" in notice, notice
         assert track == unknown["id"] or any(t["id"] == track for t in tracks(port))
 
@@ -145,14 +145,22 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         with sqlite3.connect(gallery) as db:
             descriptors = [row[0] for row in db.execute("SELECT descriptor FROM faces WHERE name = ?", (NAME,))]
         assert descriptors and all(d in gallery_bytes(gallery) for d in descriptors)
+        browser.type_into(".person .rename-input", RENAMED)
+        browser.click(".person .rename")
+        notice = browser.wait(ANSWER, SLOW, "the answer to the renaming")
+        assert notice.startswith(f"ok: {NAME} renamed {RENAMED}"), notice
+        browser.wait(f"document.querySelector('.person .who')?.textContent.startsWith({json.dumps(RENAMED)})", 60,
+                     "the new name on the People page")
+        wait_for(lambda: any(t.get("name") == RENAMED for t in tracks(port)), 60, interval=0.5,
+                 what="/tracks.json has the new name")
+        browser.js("document.getElementById('notice').className = ''")
         browser.click(".person .remove")
         browser.click(".person .remove")  # "Really remove …?"
-        notice = browser.wait("(() => { const n = document.getElementById('notice'); "
-                              "return ['ok', 'err'].includes(n.className) ? n.className + ': ' + n.textContent : ''; })()",
-                              SLOW, "the answer to the removal")
+        notice = browser.wait(ANSWER, SLOW, "the answer to the removal")
         assert notice.startswith("ok: removed"), notice
         after = gallery_bytes(gallery)
-        assert not any(d in after for d in descriptors) and NAME.encode() not in after
+        assert not any(d in after for d in descriptors)
+        assert NAME.encode() not in after and RENAMED.encode() not in after
         browser.wait("document.getElementById('people').textContent.startsWith('nobody enrolled')", 60,
                      "the People page empty")
 
