@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,9 @@ class BadName(GalleryError):
 
 def check_name(name: str) -> str:
     """`name` without surrounding spaces, if it can be a person's name: 1 to MAX_NAME letters,
-    digits, spaces and . ' - (names are shown on pages, in MQTT and Home Assistant)."""
-    name = name.strip()
+    digits, spaces and . ' - (names are shown on pages, in MQTT and Home Assistant), in NFC
+    form (an accent typed as a combining mark becomes one letter, as most keyboards send it)."""
+    name = unicodedata.normalize("NFC", name).strip()
     shown = repr(name[:MAX_NAME + 8])
     if not name:
         raise BadName("a name cannot be empty")

@@ -6,8 +6,8 @@ driven over the DevTools protocol (cdp_support.py), opens the live page with the
 and names the unknown face through the page's own controls ("Name…", the name field, Save).
 Then: the page shows the identity service's answer; /tracks.json and the MQTT
 `tracks/identified` event carry the name for that track; a track that starts later (a face
-coming back into the view) has the name in its first Identity; the People page lists the person
-with the enrolment thumbnail; "Rename" there renames the live tracks too; "Remove" there deletes their faces so that none of the
+coming back into the view) is named by the gallery within its first embeddings; the People page lists the person
+with the enrolment thumbnail; "Add view" there enrols another face; "Rename" there renames the live tracks too; "Remove" there deletes their faces so that none of the
 descriptor's bytes is left in the gallery's files (as test_gallery_secure_delete checks).
 The doors of the new routes: 401 without credentials, 403 for a cross-origin POST, oversized
 and malformed bodies and bad names refused and counted, no traceback, the page still served.
@@ -122,18 +122,24 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         browser.screenshot(SCREENSHOT)
 
         # Faces leave the view and come back (faces://3 runs one past the frame edge; they cross):
-        # a track that starts after the naming is named by its first Identity.
+        # a track that starts after the naming is named by the gallery, nobody naming it again.
+        # Its first view may be a sliver at the frame edge, too poor to match ("unknown", as in
+        # one run here: view quality 3.7, then named 0.5 s later): named within its first
+        # embeddings, never anything else.
         known = max(t["id"] for t in tracks(port))
         identities = Subscriber(stack.config.bus.subscribe, [Identity.TOPIC], hwm=10000)
-        first: dict[int, str] = {}
+        names: dict[int, list[str]] = {}
         deadline = time.monotonic() + SLOW
-        while time.monotonic() < deadline and not any(tid > known for tid in first):
+        while time.monotonic() < deadline and not any(tid > known and NAME in n for tid, n in names.items()):
             msg = identities.recv(timeout_ms=500)
-            if isinstance(msg, Identity):
-                first.setdefault(msg.track_id, msg.name)
+            if isinstance(msg, Identity) and (not names.get(msg.track_id) or names[msg.track_id][-1] != msg.name):
+                names.setdefault(msg.track_id, []).append(msg.name)
         identities.close()
-        new = {tid: name for tid, name in first.items() if tid > known}
-        assert new and set(new.values()) == {NAME}, first
+        new = {tid: n for tid, n in names.items() if tid > known}
+        assert any(NAME in n for n in new.values()), names
+        assert all(set(n) <= {NAME, "unknown"} and n[-1] == NAME for n in new.values() if NAME in n), new
+        collector.wait(lambda: any(e.get("track_id", 0) > known and e.get("name") == NAME
+                                   for e in collector.select("tracks/identified")), 60, what="MQTT names the later track")
         browser.wait("[...document.querySelectorAll('#recent .who')].some(e => e.textContent === "
                      f"{json.dumps(NAME)})", 60, "the named face in Recent")
 
@@ -142,8 +148,16 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         browser.wait(f"[...document.querySelectorAll('.person .who')].some(e => e.textContent.startsWith({json.dumps(NAME)}))",
                      60, "the person on the People page")
         assert browser.wait("document.querySelector('.person img')?.naturalWidth", 60, "the enrolment thumbnail") > 0
+        browser.wait("document.querySelector('.person .recent-pick')?.options.length", 60, "faces to add a view from")
+        browser.click(".person .add-view")  # another view, from the first face in the list
+        notice = browser.wait(ANSWER, SLOW, "the answer to adding a view")
+        assert notice.startswith("ok: ") and f"enrolled as {NAME} (2 face(s))" in notice, notice
+        browser.wait(f"document.querySelector('.person .who')?.textContent === {json.dumps(NAME + ' (2 faces)')}", 60,
+                     "two faces on the People page")
+        browser.js("document.getElementById('notice').className = ''")
         with sqlite3.connect(gallery) as db:
             descriptors = [row[0] for row in db.execute("SELECT descriptor FROM faces WHERE name = ?", (NAME,))]
+        assert len(descriptors) == 2
         assert descriptors and all(d in gallery_bytes(gallery) for d in descriptors)
         browser.type_into(".person .rename-input", RENAMED)
         browser.click(".person .rename")
@@ -215,4 +229,4 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         stack.shutdown()
         collector.client.loop_stop()
         broker.stop()
-    print(f"\nnamed track {track} as {NAME}; new tracks' first names {new}; screenshot {SCREENSHOT}")
+    print(f"\nnamed track {track} as {NAME}; names of the tracks that came later {new}; screenshot {SCREENSHOT}")

@@ -87,6 +87,7 @@ def test_names_people_cannot_have_are_one_line(name, why):
 def test_names_people_have_pass(tmp_path):
     for name in ("Ada", "Zoë O'Brien-Smith", "李小龍", "J. R. R. Tolkien 3", "x" * MAX_NAME):
         assert check_name(f" {name} ") == name
+    assert check_name("Zoe\u0308") == "Zo\u00eb"  # a combining diaeresis, as one letter
     with Gallery(tmp_path / "g.sqlite", create=True) as g:
         with pytest.raises(BadName, match="not allowed"):
             g.add("<script>", descriptors(1), ["x.jpg"])
