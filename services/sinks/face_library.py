@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
+from common.service import Sender
 from common.config import SinkConfig
 from common.gallery import BadName, Gallery, GalleryError, check_name
 from common.messages import GalleryReply, GalleryRequest
@@ -91,7 +92,7 @@ def health(metrics: StackMetrics) -> dict:
 class FaceLibrary:
     """The face panels' state (updated by the bus thread), the gallery requests, and their routes."""
 
-    def __init__(self, cfg: SinkConfig, feed: VideoFeed, gallery: Path, publisher,
+    def __init__(self, cfg: SinkConfig, feed: VideoFeed, gallery: Path, publisher: Sender,
                  snapshot_of: Callable[[int], bytes | None]):
         self.cfg, self.feed, self.gallery, self.publisher = cfg, feed, gallery, publisher
         self.snapshot_of = snapshot_of  # a track's face snapshot: the thumbnail stored with an enrolled face
