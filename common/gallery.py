@@ -7,8 +7,9 @@ the main file). Removing a person really deletes their faces: `secure_delete` ov
 freed bytes with zeros, and a gallery someone switched to WAL is checkpointed and its -wal file
 truncated after the delete, so no descriptor of theirs is left in any of the gallery's files.
 The file and its journals are mode 0600 (faces are personal data). A face may carry a
-thumbnail (the JPEG it was enrolled from on the live view's pages), stored in its row, so
-removing the person securely deletes it with the descriptor. The descriptor model's
+thumbnail (the JPEG it was enrolled from on the live view's pages), in a table of its own
+(a face's row stays small, its descriptor in one piece on its page), deleted with the face
+in one transaction, so removing the person securely deletes it too. The descriptor model's
 name is stored with the faces: descriptors of another model are not comparable, so such a
 gallery is refused rather than silently wrong.
 Any problem with the file becomes a GalleryError of one line.
@@ -45,8 +46,8 @@ CREATE TABLE IF NOT EXISTS faces (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_name ON faces (name);
+CREATE TABLE IF NOT EXISTS thumbnails (face_id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
 """
-_THUMBNAIL = "ALTER TABLE faces ADD COLUMN thumbnail BLOB"  # galleries made before thumbnails have none
 
 
 class GalleryError(Exception):
@@ -128,7 +129,8 @@ class Gallery:
         if read_only:  # a reader beside the identity service, which owns the file (the live view's pages)
             try:
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-                self._columns = [row[1] for row in self.db.execute("PRAGMA table_info(faces)")]
+                self._thumbnails = self.db.execute(  # a gallery made before thumbnails has no such table
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'").fetchone() is not None
             except sqlite3.Error as e:
                 raise GalleryError(f"gallery {self.path}: not a usable gallery ({e})") from None
             return
@@ -139,13 +141,10 @@ class Gallery:
         except OSError as e:
             raise GalleryError(f"gallery {self.path}: cannot create ({e.strerror})") from None
         self.db = sqlite3.connect(self.path, timeout=5.0)
-        self._columns = ["thumbnail"]
+        self._thumbnails = True
         try:
             self.db.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
             self.db.executescript(_SCHEMA)
-            if "thumbnail" not in [row[1] for row in self.db.execute("PRAGMA table_info(faces)")]:
-                with self.db:
-                    self.db.execute(_THUMBNAIL)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
             if row is None:
                 with self.db:
@@ -174,10 +173,11 @@ class Gallery:
         now = time.time()
         try:
             with self.db:
-                self.db.executemany("INSERT INTO faces (name, descriptor, source, created, thumbnail) "
-                                    "VALUES (?, ?, ?, ?, ?)",
-                                    [(name, d.tobytes(), s, now, t)
-                                     for d, s, t in zip(descriptors, sources, thumbnails)])
+                for d, s, t in zip(descriptors, sources, thumbnails):
+                    face = self.db.execute("INSERT INTO faces (name, descriptor, source, created) VALUES (?, ?, ?, ?)",
+                                           (name, d.tobytes(), s, now)).lastrowid
+                    if t is not None:
+                        self.db.execute("INSERT INTO thumbnails (face_id, jpeg) VALUES (?, ?)", (face, t))
             return self.db.execute("SELECT COUNT(*) FROM faces WHERE name = ?", (name,)).fetchone()[0]
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
@@ -186,6 +186,7 @@ class Gallery:
         """Delete every face of `name`, leaving none of their bytes in the files; returns how many were deleted."""
         try:
             with self.db:
+                self.db.execute("DELETE FROM thumbnails WHERE face_id IN (SELECT id FROM faces WHERE name = ?)", (name,))
                 removed = self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
             self._checkpoint()
             return removed
@@ -207,7 +208,7 @@ class Gallery:
     def faces(self) -> list[Face]:
         """Every face, by name then age, without descriptors."""
         try:
-            thumbnail = "thumbnail IS NOT NULL" if "thumbnail" in self._columns else "0"
+            thumbnail = "EXISTS (SELECT 1 FROM thumbnails WHERE face_id = id)" if self._thumbnails else "0"
             rows = self.db.execute(f"SELECT id, name, source, created, {thumbnail} FROM faces "
                                    "ORDER BY name, id").fetchall()
         except sqlite3.Error as e:
@@ -215,10 +216,10 @@ class Gallery:
         return [Face(i, n, s, c, bool(t)) for i, n, s, c, t in rows]
 
     def thumbnail(self, face_id: int) -> bytes | None:
-        if "thumbnail" not in self._columns:
+        if not self._thumbnails:
             return None
         try:
-            row = self.db.execute("SELECT thumbnail FROM faces WHERE id = ?", (face_id,)).fetchone()
+            row = self.db.execute("SELECT jpeg FROM thumbnails WHERE face_id = ?", (face_id,)).fetchone()
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot read ({e})") from None
         return None if row is None else row[0]

@@ -125,6 +125,6 @@ def test_a_gallery_from_before_thumbnails_is_read_and_upgraded(tmp_path):
     with Gallery(path, read_only=True) as g:  # a reader never changes the file
         assert [(f.name, f.thumbnail) for f in g.faces()] == [("alice", False)]
         assert g.thumbnail(1) is None
-    with Gallery(path) as g:  # the owner adds the column
+    with Gallery(path) as g:  # the owner adds the table
         g.add("bob", descriptors(1, seed=1), ["track 2"], [b"\xff\xd8b"])
         assert [(f.name, f.thumbnail) for f in g.faces()] == [("alice", False), ("bob", True)]
