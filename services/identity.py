@@ -30,7 +30,7 @@ import numpy as np
 from common.bus import Subscriber
 from common.config import ROOT
 from common.frame_ring import RingReader
-from common.gallery import UNKNOWN, Gallery, GalleryError, GalleryWatcher
+from common.gallery import UNKNOWN, Gallery, GalleryError, GalleryWatcher, check_name
 from common.identities import Candidate, IdentityBook
 from common.messages import Detections, Frame, GalleryReply, GalleryRequest, Tracks
 from common.service import InputError, ServiceContext, run_service
@@ -137,7 +137,7 @@ class Identifier:
                 with Gallery(self.cfg.gallery, create=True) as gallery:
                     faces = gallery.add(req.name, descriptor[None], [f"track {req.track_id}"],
                                         [req.thumbnail or None])
-                name = req.name.strip()  # as add() stored it
+                name = check_name(req.name)  # as add() stored it
                 return GalleryReply(request_id=req.request_id, ok=True, name=name, faces=faces,
                                     detail=f"track {req.track_id} enrolled as {name} ({faces} face(s))")
             with Gallery(self.cfg.gallery) as gallery:
@@ -145,9 +145,10 @@ class Identifier:
                     moved = gallery.rename(req.name, req.new_name)
                     if not moved:
                         return refused(f"nobody called {req.name!r}")
-                    faces = sum(1 for f in gallery.faces() if f.name == req.new_name.strip())
-                    return GalleryReply(request_id=req.request_id, ok=True, name=req.new_name.strip(), faces=faces,
-                                        detail=f"{req.name} renamed {req.new_name.strip()} ({moved} face(s))")
+                    new_name = check_name(req.new_name)  # as rename() stored it
+                    faces = sum(1 for f in gallery.faces() if f.name == new_name)
+                    return GalleryReply(request_id=req.request_id, ok=True, name=new_name, faces=faces,
+                                        detail=f"{req.name} renamed {new_name} ({moved} face(s))")
                 removed = gallery.remove(req.name)
                 if not removed:
                     return refused(f"nobody called {req.name!r}")
@@ -182,8 +183,8 @@ class Identifier:
 def serve(ctx: ServiceContext) -> None:
     embedder = load(ctx)
     cfg = ctx.config
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC, GalleryRequest.TOPIC], hwm=cfg.bus.hwm,
-                     stats=ctx.stats)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC, GalleryRequest.TOPIC],
+                     hwm=cfg.bus.hwm, stats=ctx.stats)
     ident = Identifier(ctx, embedder)
     next_republish = time.monotonic() + cfg.identity.republish_s
     try:
