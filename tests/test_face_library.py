@@ -107,8 +107,9 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         browser.headers({"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()})
         browser.go(origin + "/")
         track = browser.wait("(() => { const b = [...document.querySelectorAll('#faces .name-button')]"
-                             ".find(b => b.textContent === 'Name…'); return b && Number(b.dataset.track); })()",
+                             ".find(b => b.textContent === 'Name…'); return b && b.dataset.track; })()",
                              SLOW, "an unknown face with a Name… button in the Faces panel")
+        track_id = int(track.split("-")[1])  # the button names the track by its key: tracker run and id
         assert browser.wait("document.querySelector('#faces img')?.naturalWidth", 60, "the face's thumbnail") > 0
         browser.wait("document.getElementById('health').textContent.includes('fps')", 60, "the health strip")
         browser.click(f"#faces .name-button[data-track='{track}']")
@@ -116,12 +117,12 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
         browser.click("#name-save")
         notice = browser.wait(ANSWER, SLOW, "the identity service's answer on the page")
         assert notice.startswith("ok: ") and f"enrolled as {NAME}" in notice, notice
-        assert track == unknown["id"] or any(t["id"] == track for t in tracks(port))
+        assert track_id == unknown["id"] or any(t["id"] == track_id for t in tracks(port))
 
         # Named everywhere within seconds (generous here): the tracks, the MQTT event, the page.
-        wait_for(lambda: any(t["id"] == track and t.get("name") == NAME for t in tracks(port)), 60, interval=0.5,
+        wait_for(lambda: any(t["id"] == track_id and t.get("name") == NAME for t in tracks(port)), 60, interval=0.5,
                  what="/tracks.json names the track")
-        collector.wait(lambda: any(e.get("track_id") == track and e.get("name") == NAME
+        collector.wait(lambda: any(e.get("track") == track and e.get("name") == NAME
                                    for e in collector.select("tracks/identified")), 60, what="MQTT track_identified")
         browser.wait(f"document.querySelector('#faces-{track} .who')?.textContent === {json.dumps(NAME)}", 60,
                      "the Faces panel shows the name")
@@ -190,7 +191,7 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
                              ("POST", "/people/rename"), ("POST", "/people/remove")):
             assert http(port, method, path, b"{}" if method == "POST" else None, auth=False)[0] == 401, path
         json_from = lambda o: {"Content-Type": "application/json", "Origin": o}  # noqa: E731
-        good = json.dumps({"track_id": track, "name": NAME}).encode()
+        good = json.dumps({"track": track, "name": NAME}).encode()
         refusals = {
             "cross-origin": (http(port, "POST", "/faces/name", good, json_from("http://evil.example")), 403),
             "no origin": (http(port, "POST", "/faces/name", good, {"Content-Type": "application/json"}), 403),
@@ -203,14 +204,16 @@ def test_naming_a_face_on_the_page_names_it_everywhere(tmp_path, chromium_proble
             "malformed": (http(port, "POST", "/faces/name", b'{"track_id": 1, "na', json_from(origin)), 400),
             "nested": (http(port, "POST", "/people/remove", b"[" * 2000 + b"]" * 2000, json_from(origin)), 400),
             "not an object": (http(port, "POST", "/people/remove", b"[1]", json_from(origin)), 400),
-            "bad name": (http(port, "POST", "/faces/name", json.dumps({"track_id": track, "name": "<script>"}).encode(),
+            "bad name": (http(port, "POST", "/faces/name", json.dumps({"track": track, "name": "<script>"}).encode(),
                               json_from(origin)), 400),
             "long name": (http(port, "POST", "/people/rename", json.dumps({"name": NAME, "new_name": "x" * 41}).encode(),
                                json_from(origin)), 400),
-            "reserved name": (http(port, "POST", "/faces/name", json.dumps({"track_id": track, "name": "Unknown"})
+            "reserved name": (http(port, "POST", "/faces/name", json.dumps({"track": track, "name": "Unknown"})
                                    .encode(), json_from(origin)), 400),
-            "bad track": (http(port, "POST", "/faces/name", json.dumps({"track_id": "1", "name": NAME}).encode(),
+            "bad track": (http(port, "POST", "/faces/name", json.dumps({"track": "1", "name": NAME}).encode(),
                                json_from(origin)), 400),
+            "a bare id": (http(port, "POST", "/faces/name", json.dumps({"track_id": track_id, "name": NAME}).encode(),
+                               json_from(origin)), 400),  # names no tracker run: refused
         }
         for what, ((status, body), expected) in refusals.items():
             assert status == expected, (what, status, body[:200])

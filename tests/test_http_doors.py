@@ -322,13 +322,15 @@ def test_hostile_clients_are_refused_and_counted_while_a_normal_client_is_served
                                f"Content-Type: application/json\r\nContent-Length: {len(body) if length is None else length}"
                                f"\r\n".encode() + auth + b"\r\n" + body)
     posts = {  # the face library's state-changing routes: refused before anything reaches the identity service
-        "cross-origin": (post("/faces/name", b'{"track_id": 1, "name": "Eve"}', origin="http://evil.example"), b"403"),
+        "cross-origin": (post("/faces/name", b'{"track": "0000000000000001-1", "name": "Eve"}', origin="http://evil.example"),
+                         b"403"),
         "oversized": (post("/faces/name", b"{" + b" " * 200000 + b"}"), b"413"),
         "length beyond the body": (post("/people/remove", b"{}", length=10 ** 12), b"413"),
         "malformed": (post("/people/remove", b'{"name": '), b"400"),
         "nested": (post("/people/remove", b"[" * 2000 + b"]" * 2000), b"400"),
         "binary": (post("/people/rename", os.urandom(300)), b"400"),
-        "bad name": (post("/faces/name", b'{"track_id": 1, "name": "a\\nb"}'), b"400"),
+        "bad name": (post("/faces/name", b'{"track": "0000000000000001-1", "name": "a\\nb"}'), b"400"),
+        "a bare track id": (post("/faces/name", b'{"track_id": 1, "name": "Eve"}'), b"400"),  # names no tracker run
         "no such route": (post("/people/delete-all", b"{}"), b"404"),
     }
     for what, (reply, status) in posts.items():

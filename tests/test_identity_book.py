@@ -14,8 +14,8 @@ ALICE = np.zeros(128, np.float32)
 GALLERY = Snapshot(["alice"], ALICE[None])
 
 
-def tracks(frame_id, *boxes, state="confirmed", born=0, first_id=1, t=0.0):
-    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=t,
+def tracks(frame_id, *boxes, state="confirmed", born=0, first_id=1, t=0.0, run=1):
+    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=t, run_id=run,
                   tracks=[Track(id=first_id + i, box=list(b), score=1.0, state=state, age=frame_id - born)
                           for i, b in enumerate(boxes)])
 
@@ -75,12 +75,40 @@ def test_a_reused_track_id_is_a_new_track():
     [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
     book.embedded(cand, ALICE, GALLERY, t=0.0)
     assert book.on_tracks(tracks(6, (0, 0, 50, 50))) == []
-    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7)) == [1]  # the tracker restarted: age went down
+    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7, run=2)) == [1]  # the tracker restarted: a new run
     assert book.states == {}
     [cand] = book.candidates(detections(7, (0, 0, 50, 50)), [10.0])
     book.embedded(cand, ALICE, GALLERY, t=0.0)
-    assert book.on_tracks(tracks(8, (0, 0, 50, 50), born=8)) == []  # a producer that never ages its tracks
+    assert book.on_tracks(tracks(8, (0, 0, 50, 50), born=7, run=2)) == []
+    assert [m.run_id for m in book.current(0.0)] == [2]  # names the run of its track
 
+
+def test_a_face_queued_before_a_tracker_restart_is_not_given_to_the_new_runs_id():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(5, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])  # queued, not embedded yet
+    book.on_tracks(tracks(1, (200, 0, 250, 50), run=2))  # restarted: id 1 is someone else now
+    assert book.embedded(cand, ALICE, GALLERY, t=0.0) is None
+    assert book.states == {}
+
+
+
+def test_the_descriptor_to_enrol_is_named_by_tracker_run_and_id_live_or_ended():
+    bob = np.full(128, 0.1, np.float32)
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(5, (0, 0, 50, 50)))  # run 1, track 1: Alice's face
+    [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
+    book.embedded(cand, ALICE, GALLERY, t=0.0)
+    assert book.descriptor_of(1, 1) is ALICE  # live
+    assert book.descriptor_of(2, 1) is None  # no such run
+    book.on_tracks(tracks(1, (200, 0, 250, 50), run=2))  # restarted: run 2's track 1 is someone else
+    assert book.descriptor_of(1, 1) is ALICE  # the ended run's track, still there to be named
+    assert book.descriptor_of(2, 1) is None  # live, never embedded: nothing to enrol, never Alice's face
+    [cand] = book.candidates(detections(1, (200, 0, 250, 50)), [10.0])
+    book.embedded(cand, bob, GALLERY, t=0.0)
+    assert book.descriptor_of(2, 1) is bob and book.descriptor_of(1, 1) is ALICE
+    book.on_tracks(tracks(2, run=2))  # run 2's track 1 ended too
+    assert book.descriptor_of(2, 1) is bob and book.descriptor_of(1, 1) is ALICE
 
 def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():
     book = IdentityBook(CFG, history=64)

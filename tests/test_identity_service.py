@@ -36,6 +36,7 @@ from identity_probes import DATA, otb_chips, otb_gt
 SEQ = "OTB-FaceOcc1-A"
 FRAMES = 90
 TRACK_ID = 7
+RUN = 0x5EED0000000000A1  # the tracker run the feeder's tracks belong to
 
 
 class Feeder(threading.Thread):
@@ -58,7 +59,7 @@ class Feeder(threading.Thread):
             h, w = self.images[i].shape[:2]
             self.pub.send(Frame(stack="t", frame_id=frame_id, slot=slot, seq=seq, ring_id=self.ring.ring_id,
                                 t_capture=time.time(), width=w, height=h, source_pos=i))
-            self.pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(),
+            self.pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(), run_id=RUN,
                                  tracks=[Track(id=TRACK_ID, box=self.gt[i + 1].tolist(), score=1.0,
                                                state="confirmed", age=frame_id - 1)]))
             late = frame_id - 2
@@ -139,11 +140,14 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
                 reply, _ = _wait_for(sub, lambda m: isinstance(m, GalleryReply) and m.request_id == request_id, 30, proc)
                 return reply
 
-            reply = ask("r1", action="enrol", name="bob", track_id=99)
-            assert not reply.ok and reply.detail.startswith("no face of track 99 was embedded"), reply
-            reply = ask("r2", action="enrol", name="<bob>", track_id=TRACK_ID)
+            reply = ask("r1", action="enrol", name="bob", track_id=99, run_id=RUN)
+            assert not reply.ok and reply.detail.startswith(f"no face of track 99 of run {RUN:016x} was embedded"), reply
+            # the same id of another tracker run (one that restarted) is another face: never enrolled as this one
+            reply = ask("r1b", action="enrol", name="bob", track_id=TRACK_ID, run_id=RUN + 1)
+            assert not reply.ok and reply.detail.startswith(f"no face of track {TRACK_ID} of run {RUN + 1:016x}"), reply
+            reply = ask("r2", action="enrol", name="<bob>", track_id=TRACK_ID, run_id=RUN)
             assert not reply.ok and "not allowed" in reply.detail and "\n" not in reply.detail, reply
-            reply = ask("r3", action="enrol", name=" Bob ", track_id=TRACK_ID, thumbnail=b"\xff\xd8jpeg")
+            reply = ask("r3", action="enrol", name=" Bob ", track_id=TRACK_ID, run_id=RUN, thumbnail=b"\xff\xd8jpeg")
             assert reply.ok and (reply.name, reply.faces) == ("Bob", 1), reply
             _wait_for(sub, lambda m: isinstance(m, Identity) and m.track_id == TRACK_ID and m.name == "Bob", 10, proc)
             reply = ask("r4", action="rename", name="Bob", new_name="Robert")
@@ -165,3 +169,54 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
     assert rc == 0, log[-3000:]
     assert "not a usable gallery" in log and "keeping the previous gallery" in log
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_faces_without_landmarks_leave_the_service_running_with_one_line(tmp_path, proxy):
+    """The SSD detector finds faces but no landmarks (keypoints of shape (N, 0, 2)): nothing to
+    align a face by. The service must keep running, name no one, and say why once."""
+    publish, subscribe = proxy
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["stack"].update(id=f"idn{os.getpid()}", run_dir=str(tmp_path))
+    config["bus"].update(publish=publish, subscribe=subscribe)
+    config["detector"].update(variant="ssd-mobilenet")
+    config["monitor"].update(interval_s=0.5)
+    config_path = tmp_path / "stack.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    cfg = load_config(config_path)
+    image = np.full((240, 320, 3), 128, np.uint8)
+    box = [100.0, 60.0, 180.0, 160.0]
+    log_path = tmp_path / "identity.log"
+    with FrameRing.create(cfg.ring_name, 320, 240, cfg.ring.slots) as ring, open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "services.identity", "--config", str(config_path)],
+                                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        sub = Subscriber(subscribe, [Identity.TOPIC, Metrics.TOPIC], hwm=1000)
+        pub = Publisher(publish, hwm=50)
+        try:
+            def feed(frame_id: int) -> None:
+                slot, seq = ring.write(frame_id, time.time(), image)
+                pub.send(Frame(stack="t", frame_id=frame_id, slot=slot, seq=seq, ring_id=ring.ring_id,
+                               t_capture=time.time(), width=320, height=240, source_pos=frame_id))
+                pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(),
+                                tracks=[Track(id=TRACK_ID, box=box, score=0.9, state="confirmed", age=frame_id)]))
+                pub.send(Detections(frame_id=frame_id, t_capture=0.0, t_in=0.0, t_out=time.time(), boxes=[box],
+                                    scores=[0.9], keypoints=np.zeros((1, 0, 2)).tolist()))
+
+            deadline, frame_id, seen = time.monotonic() + 60, 0, []
+            while not any(isinstance(m, Metrics) and m.service == "identity" and m.extra.get("no_landmarks", 0) >= 10
+                          for m in seen):
+                assert proc.poll() is None, "the identity service exited"
+                assert time.monotonic() < deadline, f"no count of faces without landmarks; saw {seen[-5:]}"
+                frame_id += 1
+                feed(frame_id)
+                while (msg := sub.recv(timeout_ms=30)) is not None:
+                    seen.append(msg)
+            assert not [m for m in seen if isinstance(m, Identity)]  # no face to align: no one named
+        finally:
+            sub.close()
+            pub.close()
+            proc.terminate()
+            rc = proc.wait(timeout=15)
+    log = log_path.read_text()
+    assert rc == 0 and "Traceback" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "no landmarks" in line]
+    assert len(lines) == 1 and "detector.variant ssd-mobilenet" in lines[0], log[-3000:]

@@ -23,7 +23,7 @@ from services.sinks.view_http import Routes
 PRIVACY_ALLOWS = {("GET", p) for p in ("/", "/index.html", "/stream.mjpg", "/snapshot.jpg", "/tracks.json",
                                        "/healthz", "/metrics")}
 # One concrete path per pattern route of the live view; a new pattern needs its sample here.
-SAMPLES = ("/snapshots/1.jpg", "/people/1.jpg")
+SAMPLES = ("/snapshots/3fa2c1e0d4b59e07-1.jpg", "/people/1.jpg")
 
 
 def status(port: int, method: str, path: str) -> int:

@@ -4,7 +4,8 @@
   /events            the same, as Server-Sent Events, about twice a second while frames arrive
   /live.js, /people.js, /style.css   the pages' script and style (services/sinks/web/, nothing from elsewhere)
   /people            the People page; /people.json its data; /people/<face id>.jpg an enrolment thumbnail
-  POST /faces/name       {"track_id": N, "name": S}: enrol track N's face as S (a new person or another view)
+  POST /faces/name       {"track": K, "name": S}: enrol the face of track K (its track key: tracker run
+                         and id, common/runs.py) as S (a new person or another view)
   POST /people/rename    {"name": S, "new_name": T}
   POST /people/remove    {"name": S}: every face of S, securely deleted from the gallery file
 
@@ -16,8 +17,11 @@ Every POST passes view_http's door (same origin, JSON, `sink.max_body_bytes`), a
 checked here before they travel (common.gallery.check_name) and again by the service.
 
 Faces and Recent come from the frames' records: a track is "now" from its first record on,
-and moves to Recent (newest first, `sink.recent_faces` kept) when it leaves the records; the
-list lives in the sink process, so a page reload finds it.
+and moves to Recent (newest first, `sink.recent_faces` kept) when it leaves the records, or
+when its tracker run ends; the list lives in the sink process, so a page reload finds it.
+Each face is named by its track key, on the page and in the request to name it: a restarted
+tracker numbers other faces from 1 again, and naming a recent face must never enrol the face
+a new run gave the same id.
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ from common.config import SinkConfig
 from common.gallery import BadName, Gallery, GalleryError, check_name
 from common.messages import GalleryReply, GalleryRequest
 from common.prometheus import StackMetrics
+from common.runs import parse_track_key, track_key
+from services.sinks.snapshots import url_path
 from services.sinks.view_http import Routes, VideoFeed, ViewHandler
 
 log = logging.getLogger("sink.faces")
@@ -52,16 +58,17 @@ BOARD_KEYS = ("temp_c", "throttled_flags")  # common/board.py, in a stage's Metr
 
 @dataclass
 class Seen:
-    """A track on the page: when it was first and last in a record, and its name."""
+    """A track on the page (`key`: common/runs.py's track key): when it was first and last in a record, its name."""
+    key: str
     track_id: int
     first: float
     last: float
     name: str = ""
 
     def row(self) -> dict:
-        return {"track_id": self.track_id, "name": self.name, "first": round(self.first, 3),
+        return {"track": self.key, "track_id": self.track_id, "name": self.name, "first": round(self.first, 3),
                 "last": round(self.last, 3), "duration_s": round(self.last - self.first, 1),
-                "thumbnail": f"/snapshots/{self.track_id}.jpg"}
+                "thumbnail": url_path(self.key)}
 
 
 @dataclass
@@ -93,10 +100,10 @@ class FaceLibrary:
     """The face panels' state (updated by the bus thread), the gallery requests, and their routes."""
 
     def __init__(self, cfg: SinkConfig, feed: VideoFeed, gallery: Path, publisher: Sender,
-                 snapshot_of: Callable[[int], bytes | None]):
+                 snapshot_of: Callable[[str], bytes | None]):
         self.cfg, self.feed, self.gallery, self.publisher = cfg, feed, gallery, publisher
-        self.snapshot_of = snapshot_of  # a track's face snapshot: the thumbnail stored with an enrolled face
-        self.now: dict[int, Seen] = {}
+        self.snapshot_of = snapshot_of  # a track's face snapshot by key: the thumbnail stored with an enrolled face
+        self.now: dict[str, Seen] = {}  # track key -> the track on the page
         self.recent: collections.deque[Seen] = collections.deque(maxlen=cfg.recent_faces)
         self._lock = threading.Lock()  # now/recent: written by the bus thread, read by HTTP threads
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
@@ -105,21 +112,23 @@ class FaceLibrary:
 
     # --- the bus thread ---
 
-    def see(self, record: dict, t: float) -> None:
-        """One frame's record (names filled in): update the tracks now, move the gone ones to Recent."""
-        present = {tr["id"]: tr.get("name", "") for tr in record["tracks"]}
+    def see(self, record: dict, run_id: int, t: float) -> None:
+        """One frame's record (names filled in) of tracker run `run_id`: update the tracks now, move the
+        gone ones (every one of an ended run among them) to Recent."""
+        present = {track_key(run_id, tr["id"]): (tr["id"], tr.get("name", "")) for tr in record["tracks"]}
         with self._lock:
-            for tid in [tid for tid in self.now if tid not in present]:
-                self.recent.appendleft(self.now.pop(tid))
-            for tid, name in present.items():
-                seen = self.now.setdefault(tid, Seen(tid, t, t))
+            for key in [key for key in self.now if key not in present]:
+                self.recent.appendleft(self.now.pop(key))
+            for key, (tid, name) in present.items():
+                seen = self.now.setdefault(key, Seen(key, tid, t, t))
                 seen.last, seen.name = t, name or seen.name
 
-    def named(self, track_id: int, name: str) -> None:
+    def named(self, run_id: int, track_id: int, name: str) -> None:
         """A name from the identity service: a recent face named after it left shows it too."""
+        key = track_key(run_id, track_id)
         with self._lock:
             for seen in self.recent:
-                if seen.track_id == track_id:
+                if seen.key == key:
                     seen.name = name
 
     def send_requests(self) -> None:
@@ -253,16 +262,19 @@ class FaceLibrary:
         body = req.json_body(self.cfg.max_body_bytes)
         if body is None:
             return
-        track_id = body.get("track_id")
-        if not isinstance(track_id, int) or isinstance(track_id, bool) or not 0 < track_id < 10 ** 9:
-            req.refuse(HTTPStatus.BAD_REQUEST, "track_id must be a track's id (a positive integer)")
+        key = body.get("track")
+        track = parse_track_key(key) if isinstance(key, str) else None
+        if track is None:
+            req.refuse(HTTPStatus.BAD_REQUEST, "track must be a track's key as the faces list gives it "
+                                               "(tracker run in hex, '-', track id)")
             return
         name = self._checked_name(req, body.get("name"))
         if name is None:
             return
-        thumbnail = self.snapshot_of(track_id) or b""
+        run_id, track_id = track
+        thumbnail = self.snapshot_of(track_key(run_id, track_id)) or b""
         self._answer(req, GalleryRequest(request_id=secrets.token_hex(8), action="enrol", name=name, track_id=track_id,
-                                         thumbnail=thumbnail if len(thumbnail) <= MAX_THUMBNAIL else b""))
+                                         run_id=run_id, thumbnail=thumbnail if len(thumbnail) <= MAX_THUMBNAIL else b""))
 
     def _rename(self, req: ViewHandler, _match) -> None:
         body = req.json_body(self.cfg.max_body_bytes)

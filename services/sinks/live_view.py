@@ -1,7 +1,9 @@
 """Live view sink: an HTTP server showing the annotated video, the faces, and a face library.
 
   the VideoFeed's routes (view_http.py): /, /stream.mjpg, /snapshot.jpg, /tracks.json, /healthz, /metrics
-  /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
+  /snapshots/<track key>.jpg  that track's best face view (snapshots.py; the key names the
+                tracker run and the track id, common/runs.py; a bare track id is one of the
+                current run), 404 when there is none
   the FaceLibrary's routes (face_library.py): faces now and recent, live events, health,
   naming a face, the People page
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
 from common.recent import RecentMap
+from common.runs import TRACK_KEY, track_key
 from services.sinks.base import Sink
 from services.sinks.face_library import WEB, FaceLibrary
 from services.sinks.drawing import colour_hex, draw_tracks
@@ -28,7 +31,7 @@ from services.sinks.pairing import Paired
 from services.sinks.snapshots import KEPT, Snapshot, find_on_disk, snapshot_dir
 from services.sinks.view_http import Routes, ServedView, VideoFeed, ViewHandler
 
-SNAPSHOT_PATH = re.compile(r"/snapshots/(\d{1,9})\.jpg")
+SNAPSHOT_PATH = re.compile(rf"/snapshots/({TRACK_KEY}|\d{{1,9}})\.jpg")
 
 
 class LiveView(Sink, kind="live"):
@@ -50,7 +53,8 @@ class LiveView(Sink, kind="live"):
         self.cfg = cfg
         self.stack = stack
         self.snapshot_dir = snapshots
-        self.snapshots: RecentMap = RecentMap(KEPT)  # track id -> JPEG of its best view
+        self.snapshots: RecentMap = RecentMap(KEPT)  # track key -> JPEG of its best view
+        self.run_id = 0  # the tracker run of the newest tracks shown
         page = (WEB / "live.html").read_text().replace("__STACK__", html.escape(stack))
         self.feed = VideoFeed(cfg, metrics, page.encode())
         self.library = FaceLibrary(cfg, self.feed, gallery, publisher, self.track_snapshot)
@@ -69,14 +73,15 @@ class LiveView(Sink, kind="live"):
         return self.served.url
 
     def handle(self, paired: Paired) -> None:
+        self.run_id = paired.tracks.run_id
         record = paired.record(time.time())
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
-        self.library.see(record, time.time())
+        self.library.see(record, paired.tracks.run_id, time.time())
         self.feed.put(draw_tracks(paired.pixels, paired.tracks.tracks, paired.names), record)
 
     def on_identity(self, msg) -> None:
-        self.library.named(msg.track_id, msg.name)
+        self.library.named(msg.run_id, msg.track_id, msg.name)
 
     def on_gallery_reply(self, msg) -> None:
         self.library.on_reply(msg)
@@ -88,21 +93,22 @@ class LiveView(Sink, kind="live"):
         self.feed.metrics_table.update(msg)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
-        self.snapshots.remember(snapshot.track_id, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
+        self.snapshots.remember(snapshot.key, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
 
-    def track_snapshot(self, track_id: int) -> bytes | None:
-        """The newest snapshot of `track_id`: seen by this view, else saved by any sink before."""
-        jpeg = self.snapshots.get(track_id)
+    def track_snapshot(self, key: str) -> bytes | None:
+        """The newest snapshot of track `key`: seen by this view, else saved by any sink before."""
+        jpeg = self.snapshots.get(key)
         if jpeg is not None:
             return jpeg
-        path = find_on_disk(self.snapshot_dir, self.stack, track_id)
+        path = find_on_disk(self.snapshot_dir, self.stack, key)
         try:
             return None if path is None else path.read_bytes()
         except OSError:  # removed by retention meanwhile
             return None
 
     def _track_snapshot(self, req: ViewHandler, match) -> None:
-        jpeg = self.track_snapshot(int(match[1]))
+        ref = match[1]
+        jpeg = self.track_snapshot(ref if "-" in ref else track_key(self.run_id, int(ref)))
         if jpeg is None:
             req.send(HTTPStatus.NOT_FOUND, "text/plain", b"no snapshot of that track\n")
         else:

@@ -26,8 +26,10 @@ async function poll() {
 }
 
 // One <li> per track, kept across updates (its thumbnail is loaded once, not at every event).
+// A track is f.track, its key (tracker run and id): a restarted tracker numbers other faces
+// from 1 again, so the id alone (f.track_id, shown) could name someone else.
 function face(list, f, recent) {
-  const key = `${list.id}-${f.track_id}`;
+  const key = `${list.id}-${f.track}`;
   let li = document.getElementById(key);
   if (!li) {
     li = document.createElement("li");
@@ -42,8 +44,8 @@ function face(list, f, recent) {
     const when = document.createElement("div");
     const button = document.createElement("button");
     button.className = "name-button";
-    button.dataset.track = f.track_id;
-    button.onclick = () => startNaming(f.track_id);
+    button.dataset.track = f.track;
+    button.onclick = () => startNaming(f);
     info.append(who, when, button);
     li.append(img, info);
   }
@@ -84,10 +86,10 @@ function notice(message, ok) {
   n.className = ok === null ? "pending" : ok ? "ok" : "err";
 }
 
-let naming = null;
-function startNaming(trackId) {
-  naming = trackId;
-  byId("naming-track").textContent = trackId;
+let naming = null;  // the track key of the face being named
+function startNaming(f) {
+  naming = f.track;
+  byId("naming-track").textContent = f.track_id;
   byId("naming").hidden = false;
   byId("name-input").value = "";
   byId("name-input").focus();
@@ -97,10 +99,10 @@ byId("name-cancel").onclick = () => { byId("naming").hidden = true; naming = nul
 byId("naming").onsubmit = async event => {
   event.preventDefault();
   const name = byId("name-input").value;
-  notice(`naming track ${naming}…`, null);
+  notice(`naming track ${naming.split("-")[1]}…`, null);
   try {
     const r = await fetch(api("/faces/name"), {method: "POST", headers: {"Content-Type": "application/json"},
-                                                body: JSON.stringify({track_id: naming, name})});
+                                                body: JSON.stringify({track: naming, name})});
     const d = await r.json();
     notice(r.ok ? d.detail : (d.error || `refused (${r.status})`), r.ok);
     if (r.ok) byId("naming").hidden = true;

@@ -37,9 +37,9 @@ function person(p, recent) {
   const renameButton = el("button", {className: "rename", textContent: "Rename",
                                      onclick: () => post("/people/rename", {name: p.name, new_name: rename.value})});
   const pick = el("select", {className: "recent-pick"},
-                  ...recent.map(f => el("option", {value: f.track_id, textContent: `track ${f.track_id} (${f.name || "unknown"})`})));
+                  ...recent.map(f => el("option", {value: f.track, textContent: `track ${f.track_id} (${f.name || "unknown"})`})));
   const addView = el("button", {className: "add-view", textContent: "Add view", disabled: !recent.length,
-                                onclick: () => post("/faces/name", {track_id: Number(pick.value), name: p.name})});
+                                onclick: () => post("/faces/name", {track: pick.value, name: p.name})});
   const remove = el("button", {className: "remove", textContent: "Remove"});
   remove.onclick = () => {
     if (remove.dataset.armed) post("/people/remove", {name: p.name});
