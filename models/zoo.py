@@ -73,6 +73,10 @@ class DetectorModel(abc.ABC):
     def network(self):
         """The PyTorch network with its weights, in eval mode."""
 
+    def opencv_network(self):
+        """(the network as OpenCV's own detector for it loads it, its output names); only YuNet has one."""
+        raise ValueError(f"the {self.name} model has no OpenCV form")
+
     @abc.abstractmethod
     def detections(self, outputs, score_threshold: float, nms_iou: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,6 +180,12 @@ class YuNetModel(DetectorModel):
         from .yunet.net import from_weights
 
         return from_weights()
+
+    def opencv_network(self):
+        """For `cv2.FaceDetectorYN` (OpenCV's runtime, the one Frigate runs): NCHW, 12 outputs."""
+        from .yunet.net import OPENCV_OUTPUTS, OpenCVYuNet, from_weights
+
+        return OpenCVYuNet(from_weights()).eval(), OPENCV_OUTPUTS
 
     def preprocess(self, frame_bgr):
         from .yunet.postprocess import preprocess
