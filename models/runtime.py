@@ -51,6 +51,13 @@ class FaceDetector:
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
         self.infer = infer  # the model's NHWC input (zoo: `preprocess`) -> raw outputs
 
+    def at(self, input_size: tuple[int, int]) -> FaceDetector:
+        """The same network for frames fitted into `input_size`: eager PyTorch only (a built model has one size)."""
+        if self.backend != "torch" and self.model.at(input_size) is not self.model:
+            raise ValueError(f"the {self.backend} build of {self.variant} has one input size; use the torch backend")
+        return FaceDetector(self.model.at(input_size), self.backend, self.infer, self.score_threshold, self.nms_iou,
+                            self.model_path)
+
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
