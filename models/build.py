@@ -338,14 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack build-model", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=[*VARIANTS, "all"], default="full")
     p.add_argument("--targets", default="llvm",
-                   help=f"comma list of {','.join(TVM_TARGETS)} (TorchScript and ONNX are always made)")
+                   help=f"comma list of {','.join(TVM_TARGETS)}, onnx-opencv (yunet: the ONNX file OpenCV's "
+                        "cv2.FaceDetectorYN loads); TorchScript and ONNX are always made")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     p.add_argument("--input-size", type=parse_size, metavar="WxH",
                    help="input size of a model that takes any (yunet; default: the size in models/zoo.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    targets = parse_targets(p, args.targets, TVM_TARGETS)
+    targets = parse_targets(p, args.targets, (*TVM_TARGETS, "onnx-opencv"))
     if args.input_size and args.variant != "all" and not MODELS[args.variant].resizable:
         p.error(f"--input-size: the {args.variant} model has one size")
     for name in ("onnx_ir", "onnxscript"):  # one line per pass otherwise
