@@ -42,9 +42,9 @@ class DetectorModel(abc.ABC):
         return (1, self.input_size[1], self.input_size[0], 3)
 
     @property
+    @abc.abstractmethod
     def anchors(self) -> int:
         """Rows of every output, (1, anchors, width)."""
-        raise NotImplementedError
 
     resizable = False  # True: the network takes any input size (`at`)
 
@@ -116,7 +116,9 @@ class BlazeFaceModel(DetectorModel):
 class SsdMobilenetModel(DetectorModel):
     @property
     def anchors(self) -> int:
-        return 5118
+        from .ssd_mobilenet.postprocess import anchors
+
+        return len(anchors(self.input_size[0]))
 
     def _manifest(self) -> Path:
         from .facerec.weights import fetch
