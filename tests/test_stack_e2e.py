@@ -103,3 +103,13 @@ def test_score_fails_when_the_detector_finds_nothing(tmp_path, free_port):
     """The same run with a detector that reports no face must score near zero."""
     fraction, ids, _ = run_sequence(tmp_path / "blind", free_port, score_threshold=1.0)
     assert fraction < 0.05 and not ids
+
+
+def test_stack_runs_with_yunet(tmp_path, free_port):
+    """detector.variant yunet (libfacedetection's YuNet-s at detector.input_size, its TVM build)."""
+    build(["yunet"], ["llvm"])
+    fraction, ids, stack = run_sequence(tmp_path / "yunet", free_port, variant="yunet")
+    print(f"OTB-FaceOcc1-A with YuNet: {fraction:.3f} of frames matched, ids {sorted(ids)}")
+    assert "yunet on tvm" in stack.log("detector")
+    assert fraction >= 0.85, stack.log("tracker")[-2000:]
+    assert len(ids) == 1, f"the single face changed id: {ids}"
