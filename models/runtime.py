@@ -100,17 +100,20 @@ def _reason(e: BaseException) -> str:
 
 
 def _check_outputs(infer, model: DetectorModel, path) -> None:
-    """Run once on a blank input: catches a file that loads but is another model."""
+    """Run once on a blank input: catches a file that loads but is another model (or another size of it)."""
+    size = "x".join(map(str, model.input_size))
+    hint = (f" (built for another input size? `facetrack build-model --variant {model.name} --input-size {size}`)"
+            if model.resizable else "")
     try:
         outputs = infer(np.zeros(model.input_shape, np.float32))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not this model
-        raise ModelFileError(f"model file {path} does not run as the {model.name} model: {_reason(e)}") from None
+        raise ModelFileError(f"model file {path} does not run as the {model.name} model at {size}: "
+                             f"{_reason(e)}{hint}") from None
     expected = tuple((1, model.anchors, width) for width in model.output_widths)
     if tuple(o.shape for o in outputs) != expected:
         got = " ".join(str(o.shape) for o in outputs)
-        size = "x".join(map(str, model.input_size))
         raise ModelFileError(f"model file {path} is not the {model.name} model at {size}: outputs {got}, "
-                             f"expected {' '.join(map(str, expected))} (build it for that size?)")
+                             f"expected {' '.join(map(str, expected))}{hint}")
 
 
 def set_tvm_threads(num_threads: int | None) -> None:

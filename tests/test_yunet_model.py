@@ -181,3 +181,11 @@ def test_the_opencv_export_runs_in_opencvs_face_detector_with_the_same_faces(whe
     print(f"{faces} faces; max abs diff vs cv2.FaceDetectorYN:", worst)
     assert faces > 30
     assert worst["box"] < 0.01 and worst["landmark"] < 0.01 and worst["score"] < 1e-4
+
+
+def test_a_build_of_another_input_size_is_one_line_naming_the_build_command(built):
+    from models.runtime import ModelFileError, load_detector
+
+    with pytest.raises(ModelFileError, match=r"--variant yunet --input-size 800x608`\)$") as err:
+        load_detector("yunet", "onnxruntime", input_size=(800, 608))
+    assert "\n" not in str(err.value)
