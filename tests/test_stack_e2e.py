@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facetrack.stack import Stack
 from models.build import build
@@ -105,6 +106,7 @@ def test_score_fails_when_the_detector_finds_nothing(tmp_path, free_port):
     assert fraction < 0.05 and not ids
 
 
+@pytest.mark.slow  # ~2 min here: it runs in the default suite once YuNet is the default detector
 def test_stack_runs_with_yunet(tmp_path, free_port):
     """detector.variant yunet (libfacedetection's YuNet-s at detector.input_size, its TVM build)."""
     build(["yunet"], ["llvm"])
