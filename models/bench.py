@@ -138,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     backends = load_backends(args.variant, args.threads, calib, args.build_dir)
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
+    from .auto import choose
+
+    auto, why = choose(args.build_dir / args.variant)  # what `backend: auto` runs here, from `make model`'s timing
     print(json.dumps({"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
                       "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-                      "reference": "litert_xnnpack", "results": table(times)}))
+                      "reference": "litert_xnnpack", "results": table(times), "auto": {"backend": auto, "why": why}}))
     return 0
 
 

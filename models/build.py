@@ -122,7 +122,7 @@ class Builder:
         self.dir = build_dir / variant
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
+        self.manifest = read_manifest(self.manifest_path)
         self.model = MODELS[variant]
         self.code = _digest(*(p.read_bytes() for p in [*_CODE, *self.model.code]))
         self.weights_sha = self.model.weights_digest()
@@ -170,8 +170,13 @@ class Builder:
         make = self._tvm if artefact in TVM_TARGETS else getattr(self, "_" + artefact)
         make(artefact, path)
         seconds = time.perf_counter() - t0
-        self.manifest[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size}
-        self.manifest_path.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+        self.manifest[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size,
+                                   "file": path.name}
+        if artefact in TVM_TARGETS and artefact not in ("opencl", "cuda"):
+            from .cpu import target_record
+
+            self.manifest[artefact]["target"] = target_record(tvm_target(artefact))  # checked at load
+        write_manifest(self.manifest_path, self.manifest)
         log.info("%s/%s: built %s in %.1f s", self.variant, artefact, path, seconds)
         return path
 
@@ -238,6 +243,30 @@ class Builder:
             if not source:
                 raise RuntimeError(f"{artefact} build holds no {artefact} kernel source")
             path.with_suffix(suffix).write_text(source)
+
+
+def read_manifest(path: Path) -> dict:
+    """A build manifest; an unreadable one (torn by a crash) counts as empty, with one line: its
+    artefacts are rebuilt instead of every later build failing."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        return manifest
+    except (OSError, ValueError) as e:
+        log.warning("build manifest %s is unreadable (%s): rebuilding what it described", path, _first_line(e))
+        return {}
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Replace the manifest in one step (a temporary name, then rename): never half written."""
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def scheduled_kernels(mod) -> tuple[int, int]:
@@ -329,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
 
     fetch()  # set-up: a no-op when the verified .tflite files are there
     build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir)
+    if "llvm" in targets:
+        from .auto import time_detector
+
+        for variant in variants:  # what `backend: auto` runs on this host
+            time_detector(variant, args.build_dir)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return 0
 
