@@ -28,11 +28,13 @@ MAX_RUNS, MIN_RUNS, MAX_SECONDS = 300, 5, 10.0
 
 def time_detector(variant: str, build_dir: Path, threads: int = 1) -> dict:
     """Time the built TVM library of detector `variant` against ONNX Runtime here; record the choice."""
+    import onnx
+
     from .runtime import _load_onnxruntime, _load_tvm
-    from .zoo import MODELS
 
     model_dir = build_dir / variant
-    x = np.random.default_rng(0).uniform(-1, 1, MODELS[variant].input_shape).astype(np.float32)
+    dims = [d.dim_value for d in onnx.load(str(model_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).uniform(-1, 1, dims).astype(np.float32)  # the size it was built for
     p50, runs = time_backends({"tvm": _load_tvm(variant, model_dir / "llvm.so", threads),
                                "onnxruntime": _load_onnxruntime(variant, model_dir / "model.onnx", threads)}, x)
     return record(model_dir, p50["tvm"], p50["onnxruntime"], runs, threads)
