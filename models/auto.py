@@ -26,17 +26,16 @@ HOW_TO_TUNE = "facetrack tune-model --minutes 120"
 MAX_RUNS, MIN_RUNS, MAX_SECONDS = 300, 5, 10.0
 
 
-def time_detector(variant: str, build_dir: Path, threads: int = 1) -> dict:
-    """Time the built TVM library of detector `variant` against ONNX Runtime here; record the choice."""
-    import onnx
-
+def time_detector(variant: str, build_dir: Path, input_size: tuple[int, int] | None = None, threads: int = 1) -> dict:
+    """Time the built TVM library of detector `variant` (at `input_size`, for a model that takes
+    any) against ONNX Runtime here; record the choice."""
     from .runtime import _load_onnxruntime, _load_tvm
+    from .zoo import MODELS
 
-    model_dir = build_dir / variant
-    dims = [d.dim_value for d in onnx.load(str(model_dir / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).uniform(-1, 1, dims).astype(np.float32)  # the size it was built for
-    p50, runs = time_backends({"tvm": _load_tvm(variant, model_dir / "llvm.so", threads),
-                               "onnxruntime": _load_onnxruntime(variant, model_dir / "model.onnx", threads)}, x)
+    model, model_dir = MODELS[variant].at(input_size), build_dir / variant
+    x = np.random.default_rng(0).uniform(-1, 1, model.input_shape).astype(np.float32)
+    p50, runs = time_backends({"tvm": _load_tvm(model, model_dir / "llvm.so", threads),
+                               "onnxruntime": _load_onnxruntime(model, model_dir / "model.onnx", threads)}, x)
     return record(model_dir, p50["tvm"], p50["onnxruntime"], runs, threads)
 
 
