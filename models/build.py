@@ -228,8 +228,14 @@ class Builder:
             database = open_database(db_dir) if db_dir is not None else None
             mod = prepare(mod, target, GRAPH, database)
             if database is not None:
-                log.info("%s/%s: %d of %d kernels scheduled from the database", self.variant, artefact,
-                         *scheduled_kernels(mod))
+                done, total = scheduled_kernels(mod)
+                if done < total:  # a graph change orphans a database silently otherwise
+                    log.warning("%s/%s: only %d of %d kernels scheduled from the database %s: it was tuned for "
+                                "another graph or in part; `facetrack tune-model --variant %s` adds the rest",
+                                self.variant, artefact, done, total, db_dir, self.variant)
+                else:
+                    log.info("%s/%s: %d of %d kernels scheduled from the database", self.variant, artefact,
+                             done, total)
             with tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
                 ex = relax.build(mod, target=target, exec_mode=VM_EXEC_MODE)
         fcompile = None
