@@ -25,7 +25,6 @@ log = logging.getLogger("detector")
 def load(ctx: ServiceContext):
     """Load the compiled model; a bad model file becomes a one-line InputError."""
     from models import runtime
-
     from models.auto import resolve
 
     cfg = ctx.config.detector

@@ -41,10 +41,9 @@ MAX_PENDING = 16  # detections waiting for their frame's tracks
 
 def load(ctx: ServiceContext):
     """Load the descriptor model; a missing build becomes a one-line InputError."""
-    from models.facerec.runtime import EmbedderError, load_embedder
-
     from models.auto import resolve
     from models.facerec.build import artefact_path
+    from models.facerec.runtime import EmbedderError, load_embedder
 
     cfg = ctx.config.identity
     model_dir = Path(cfg.model_dir)
