@@ -164,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
     reference = REFERENCE[args.variant]
+    from .auto import choose
+
+    auto, why = choose(args.build_dir / args.variant)  # what `backend: auto` runs here, from `make model`'s timing
     print(json.dumps({"model": MODEL_NAME[args.variant], "input": [x.shape[2], x.shape[1]], "threads": args.threads,
                       "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-                      "reference": reference, "results": table(times, reference)}))
+                      "reference": reference, "results": table(times, reference),
+                      "auto": {"backend": auto, "why": why}}))
     return 0
 
 
