@@ -91,8 +91,8 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backend: DetectorBackend = "tvm"
     model_dir: str = "models/build"
     every_n: Positive = 3
-    score_threshold: Fraction = 0.5
-    nms_iou: Fraction = 0.3
+    score_threshold: Fraction | None = None  # None: the model's own (models/zoo.py)
+    nms_iou: Fraction | None = None          # None: the model's own
     threads: Positive = 1
     deadline_s: PositiveFloat = 5.0
     remote: Annotated[str, Meta(pattern=r"^(|tcp://.+)$", description='"" or tcp://HOST:PORT')] = ""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .zoo import MODELS, DetectorModel
+from .zoo import MODELS, DetectorModel, thresholds
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
 BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
@@ -68,11 +68,12 @@ class FaceDetector:
 
 
 def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path | None = None,
-                  score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None,
+                  score_threshold: float | None = None, nms_iou: float | None = None, num_threads: int | None = None,
                   input_size: tuple[int, int] | None = None) -> FaceDetector:
     """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable.
 
-    `input_size` (width, height) sizes a model that takes any (YuNet); None: the model's own.
+    `input_size` (width, height) sizes a model that takes any (YuNet); None: the model's own;
+    `score_threshold` and `nms_iou` likewise (None: the model's own, models/zoo.py).
     """
     if variant not in MODELS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(MODELS)}")
@@ -86,7 +87,7 @@ def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path |
             raise ModelFileError(f"model file {path} is missing: run `facetrack build-model --variant {variant}`")
     infer = _LOADERS[backend](model, path, num_threads)
     _check_outputs(infer, model, path or backend)
-    return FaceDetector(model, backend, infer, score_threshold, nms_iou, path)
+    return FaceDetector(model, backend, infer, *thresholds(variant, score_threshold, nms_iou), path)
 
 
 def _model(variant: str | DetectorModel) -> DetectorModel:

@@ -35,6 +35,8 @@ class DetectorModel(abc.ABC):
     outputs: tuple[str, ...]       # the ONNX output names
     output_widths: tuple[int, ...]  # last dimension of each output, (1, anchors, width)
     code: tuple[Path, ...]         # files whose bytes key the build cache
+    score_threshold: float         # the score it ships with: what it calls a face (detector.score_threshold overrides)
+    nms_iou: float                 # its NMS overlap (detector.nms_iou overrides)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -208,14 +210,26 @@ class YuNetModel(DetectorModel):
 
 _BLAZEFACE_CODE = (MODELS_DIR / "blazeface" / "net.py", MODELS_DIR / "blazeface" / "tflite.py")
 _YUNET_CODE = tuple(MODELS_DIR / "yunet" / n for n in ("net.py", "spec.py", "elf.py", "weights.py"))
+# Thresholds: BlazeFace's are MediaPipe's (min_score_thresh 0.5, min_suppression_threshold 0.3);
+# the SSD's score is face-api's minConfidence; YuNet's 0.7 is measured (README: 20-50 px recall
+# 0.81 at precision 0.91 on the WIDER sample, against 0.87 at 0.75 at 0.5), its NMS OpenCV's
+# FaceDetectorYN default.
 MODELS: dict[str, DetectorModel] = {
-    "full": BlazeFaceModel("full", (192, 192), ("regressors", "classificators"), (16, 1), _BLAZEFACE_CODE, "full",
-                           2304),
+    "full": BlazeFaceModel("full", (192, 192), ("regressors", "classificators"), (16, 1), _BLAZEFACE_CODE,
+                           score_threshold=0.5, nms_iou=0.3, variant="full", num_anchors=2304),
     "short": BlazeFaceModel("short", (128, 128), ("regressors", "classificators"), (16, 1), _BLAZEFACE_CODE,
-                            "short", 896),
+                            score_threshold=0.5, nms_iou=0.3, variant="short", num_anchors=896),
     "ssd-mobilenet": SsdMobilenetModel("ssd-mobilenet", (512, 512), ("box_encodings", "class_logits"), (4, 3),
-                                       (MODELS_DIR / "ssd_mobilenet" / "net.py",)),
+                                       (MODELS_DIR / "ssd_mobilenet" / "net.py",), score_threshold=0.5, nms_iou=0.3),
     # one output (1, cells, 16): cls, obj logits, box (4), landmarks (10) per cell; its size is
     # the size its tuning database is made for (detector.input_size picks another at run time)
-    "yunet": YuNetModel("yunet", (640, 480), ("cells",), (16,), _YUNET_CODE),
+    "yunet": YuNetModel("yunet", (640, 480), ("cells",), (16,), _YUNET_CODE, score_threshold=0.7, nms_iou=0.3),
 }
+
+
+def thresholds(variant: str, score_threshold: float | None = None, nms_iou: float | None = None
+               ) -> tuple[float, float]:
+    """(score threshold, NMS IoU) of `variant`: each the override given, else the model's own."""
+    model = MODELS[variant]
+    return (model.score_threshold if score_threshold is None else score_threshold,
+            model.nms_iou if nms_iou is None else nms_iou)
