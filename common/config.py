@@ -32,7 +32,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 # The choices, once: Literal types for the Structs (msgspec and mypy both read them), and the
 # tuples derived from them for the code registries (tests/test_config.py compares the two).
 TrackerKind = Literal["kcf", "csrt", "mosse", "none"]
-DetectorModel = Literal["full", "short", "ssd-mobilenet", "yunet"]
+DetectorModel = Literal["full", "short", "yunet"]
 DetectorBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
 IdentityBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
 TRACKER_KINDS: tuple[str, ...] = typing.get_args(TrackerKind)

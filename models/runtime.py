@@ -33,7 +33,7 @@ class Detections:
     boxes: np.ndarray      # (N, 4) float32, x1 y1 x2 y2 in frame pixels
     scores: np.ndarray     # (N,) float32 in [0, 1]
     # (N, K, 2) float32 x y in frame pixels; BlazeFace K=6: eyes (R, L), nose, mouth, ears (R, L);
-    # YuNet K=5: eyes (R, L), nose, mouth corners (R, L); the SSD K=0
+    # YuNet K=5: eyes (R, L), nose, mouth corners (R, L); K=0 from a remote detector without landmarks
     keypoints: np.ndarray
 
     def __len__(self) -> int:
