@@ -74,6 +74,8 @@ def _stream(ctx: ServiceContext, source: Source, info: SourceInfo) -> None:
     """Read, pace, write and publish until the source ends or the service is stopped."""
     cap = ctx.config.capture
     item, read_ms = _timed_read(source)
+    if item is None and ctx.stop.is_set():  # stopped while waiting for a stream to answer
+        return
     if item is None:
         raise InputError(f"capture source {source.name}: has no frames")
     width, height = target_size(item[0].shape[1], item[0].shape[0], cap.width, cap.height)
@@ -122,8 +124,9 @@ def run(ctx: ServiceContext) -> None:
     source = open_source(ctx.config.capture, ctx.stop)
     info = source.open()
     try:
-        log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
-                 "live" if info.live else "file")
+        if info.width:
+            log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
+                     "live" if info.live else "file")
         _stream(ctx, source, info)
     finally:
         source.close()
