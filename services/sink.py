@@ -66,6 +66,10 @@ class SinkLoop:
             root = snapshots.directory.parent
         self.retention = None if root is None else Retention.from_config(root, ctx.config.sink)
         self._prune_at = 0.0  # the first turn prunes: a restart finds what accumulated
+        self.silent_after = ctx.config.tracker.max_lost_s
+        self._last_tracks = time.monotonic()  # a sink that never gets tracks has nobody present either
+        self.silences = 0
+        self._silent = False
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -79,6 +83,7 @@ class SinkLoop:
                     book.remember(msg)
             elif isinstance(msg, Tracks):
                 tracks.append(msg)
+                self._last_tracks, self._silent = time.monotonic(), False
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Identity):
@@ -131,9 +136,16 @@ class SinkLoop:
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
     def tick(self) -> None:
-        """Every loop turn: the sink's own clock, and retention when it is due."""
-        self.sink.tick()
+        """Every loop turn: silence when due, the sink's own clock, and retention when it is due."""
         now = time.monotonic()
+        quiet = now - self._last_tracks
+        if quiet > self.silent_after and not self._silent:
+            self._silent = True
+            self.silences += 1
+            log.info("no tracks for %.1f s (tracker.max_lost_s %g): nobody is present until tracks come again",
+                     quiet, self.silent_after)
+            self.sink.on_silence(quiet)
+        self.sink.tick()
         if self.retention is not None and now >= self._prune_at:
             self._prune_at = now + self.ctx.config.sink.retention_check_s
             self.retention.prune(time.time())
@@ -147,7 +159,7 @@ class SinkLoop:
             stats.extra.update(self.snapshots.stats())
         if self.retention is not None:
             stats.extra.update(self.retention.stats())
-        stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
+        stats.extra.update(silences=self.silences, gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
 
 

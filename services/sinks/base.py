@@ -65,6 +65,11 @@ class Sink(abc.ABC):
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""
 
+    def on_silence(self, quiet_s: float) -> None:
+        """No tracks for `tracker.max_lost_s` (`quiet_s` so far): the video stopped, or a stage
+        before this sink did. Every face it still shows as present is gone (the tracker itself
+        would have dropped them by now); called once per silence, tracks end it."""
+
     def tick(self) -> None:
         """Called on every turn of the loop, frames or not: for work on a clock of the sink's own."""
 

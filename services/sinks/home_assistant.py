@@ -31,6 +31,7 @@ from common.config import Config
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic
 
 BIRTH_ONLINE, BIRTH_OFFLINE = b"online", b"offline"  # HA's birth and last-will payloads on <prefix>/status
+UNKNOWN = "unknown"  # the faces state's name while no face is named
 
 
 def version() -> str:
@@ -119,7 +120,7 @@ class FaceState:
 
     def __init__(self):
         self.count = 0
-        self.name = "unknown"
+        self.name = UNKNOWN
         self._sent: str | None = None
 
     def payload(self) -> str:

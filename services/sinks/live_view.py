@@ -3,7 +3,8 @@
   /             HTML page: the MJPEG stream and a table of tracks (polled every 200 ms)
   /stream.mjpg  multipart/x-mixed-replace JPEG frames with the tracks drawn
   /snapshot.jpg the newest annotated frame
-  /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track)
+  /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track); none, with
+                "stale": true, once no tracks came for tracker.max_lost_s (the video stopped)
   /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
   /healthz      200 while frames arrive, 503 before the first or after 5 s without one
   /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
@@ -193,6 +194,10 @@ class LiveView(Sink, kind="live"):
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
         self.latest.put(draw_tracks(paired.pixels, paired.tracks.tracks, paired.names), record)
+
+    def on_silence(self, quiet_s: float) -> None:
+        """/tracks.json stops serving the last tracks as if they were there."""
+        self.latest.forget_tracks()
 
     def on_metrics(self, msg) -> None:
         self.metrics_table.update(msg)

@@ -374,6 +374,12 @@ class MqttEvents(Sink, kind="mqtt"):
         self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names, paired.snapshot))
         self.faces.count = len(self.events.live)
 
+    def on_silence(self, quiet_s: float) -> None:
+        """The video stopped: every live track ends ("no video") and nobody is present."""
+        self._emit(self.events.end_all("no video"))
+        self.faces.count = 0
+        self.faces.name = ha.UNKNOWN
+
     def on_snapshot(self, snapshot) -> None:
         """The newest face snapshot, retained (QoS 0: a newer one replaces it anyway; skipped while offline)."""
         if self.link.publish_raw(snapshot_topic(self.prefix, self.stack), snapshot.jpeg, qos=0, retain=True):
