@@ -22,7 +22,8 @@ import time
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
-from common.messages import Frame, Identity, Metrics, Tracks
+from common.health import HealthView
+from common.messages import Frame, Identity, Metrics, StackHealth, Tracks
 from common.recent import RecentMap
 from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
@@ -70,6 +71,8 @@ class SinkLoop:
         self._last_tracks = time.monotonic()  # a sink that never gets tracks has nobody present either
         self.silences = 0
         self._silent = False
+        self.health = HealthView(ctx.config)
+        self._down: dict[str, str] = {}
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -94,6 +97,8 @@ class SinkLoop:
                 self.sink.on_identity(msg)
             elif isinstance(msg, Metrics) and self.sink.wants_metrics:
                 self.sink.on_metrics(msg)
+            elif isinstance(msg, StackHealth):
+                self.health.update(msg)
         if self.sink.latest_only:
             for older in tracks[:-1]:
                 self.pairer.skip(older)
@@ -145,6 +150,10 @@ class SinkLoop:
             log.info("no tracks for %.1f s (tracker.max_lost_s %g): nobody is present until tracks come again",
                      quiet, self.silent_after)
             self.sink.on_silence(quiet)
+        down = self.health.down()
+        if down != self._down:
+            self._down = down
+            self.sink.on_down(down)
         self.sink.tick()
         if self.retention is not None and now >= self._prune_at:
             self._prune_at = now + self.ctx.config.sink.retention_check_s
@@ -172,7 +181,8 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC, StackHealth.TOPIC] if sink.wants_metrics
+                                                             else [])
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
     snapshots = SnapshotBook.from_config(cfg) if sink.wants_snapshots and cfg.snapshots.enabled else None
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels or snapshots else None

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import jinja2
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -43,20 +44,45 @@ def check_config(topic: str, payload: dict, cfg) -> None:
                                          "payload_available": "online", "payload_not_available": "offline"}]
 
 
+NODE = "homeassistant/{}/facetrack_door_1/{}/config"
+FIXED = {NODE.format(c, o) for c, o in (("binary_sensor", "face_present"), ("sensor", "face_count"),
+                                        ("sensor", "last_name"), ("binary_sensor", "stages_down"),
+                                        ("image", "snapshot"))}
+
+
+def ha_template(template: str, payload: dict) -> str:
+    """What Home Assistant makes of `value_json` through a value template (Jinja2, as HA renders it)."""
+    env = jinja2.Environment()
+    env.filters["tojson"] = json.dumps
+    return env.from_string(template).render(value_json=payload)
+
+
 def test_payloads_follow_the_discovery_convention():
     cfg = load_config(DEFAULT_CONFIG, ["stack.id=Door-1"])
     assert ha.node_id(cfg) == "facetrack_door_1"  # {stack_id} expanded, then made an HA slug
+    assert set(ha.entity_configs(cfg)) == FIXED
     configs = {**ha.entity_configs(cfg), **ha.stage_configs(cfg, "sink-mqtt"), **ha.stage_configs(cfg, "tracker")}
+    assert set(configs) == FIXED | {NODE.format("sensor", f"{s}_{m}") for s in ("sink_mqtt", "tracker")
+                                    for m in ("fps", "p50_ms")}
     for topic, payload in configs.items():
         check_config(topic, payload, cfg)
-    assert len({p["unique_id"] for p in configs.values()}) == len(configs) == 8
-    present = configs["homeassistant/binary_sensor/facetrack_door_1/face_present/config"]
+    assert len({p["unique_id"] for p in configs.values()}) == len(configs)
+    present = configs[NODE.format("binary_sensor", "face_present")]
     assert present["device_class"] == "occupancy" and present["state_topic"] == "facetrack/Door-1/faces"
-    image = configs["homeassistant/image/facetrack_door_1/snapshot/config"]
+    assert [ha_template(present["value_template"], {"present": p, "count": int(p), "name": "unknown"})
+            for p in (True, False)] == ["ON", "OFF"]
+    down = configs[NODE.format("binary_sensor", "stages_down")]
+    assert down["device_class"] == "problem" and down["state_topic"] == down["json_attributes_topic"] == \
+        "facetrack/Door-1/status"
+    status = {"state": "online", "down": {"capture": "STOPPED"}}
+    assert ha_template(down["value_template"], status) == "ON"
+    assert json.loads(ha_template(down["json_attributes_template"], status)) == {"capture": "STOPPED"}
+    assert ha_template(down["value_template"], {"state": "online", "down": {}}) == "OFF"
+    image = configs[NODE.format("image", "snapshot")]
     assert (image["image_topic"], image["content_type"]) == ("facetrack/Door-1/snapshot", "image/jpeg")
-    fps = configs["homeassistant/sensor/facetrack_door_1/sink_mqtt_fps/config"]
+    fps = configs[NODE.format("sensor", "sink_mqtt_fps")]
     assert fps["entity_category"] == "diagnostic" and fps["state_topic"] == "facetrack/Door-1/metrics/sink-mqtt"
-    assert ha.entity_configs(cfg) == ha.entity_configs(load_config(DEFAULT_CONFIG, ["stack.id=Door-1"]))
+    assert ha_template(fps["value_template"], {"fps": 12.5}) == "12.5"
 
 
 def discovery(collector: Collector, cfg) -> dict[str, dict]:

@@ -23,7 +23,8 @@ class Sink(abc.ABC):
     `needs_pixels`: the frame is read from the ring (`Paired.image`; None otherwise);
     `latest_only`: when behind, only the newest frame is handed over, the rest skipped and
     counted (a viewer wants the present; a recorder wants every frame);
-    `wants_metrics`: every service's Metrics message goes to `on_metrics`;
+    `wants_metrics`: every service's Metrics message goes to `on_metrics`, and the stages that should
+    run and do not (the watchdog's StackHealth, common/health.py) to `on_down` when they change;
     `wants_snapshots`: the loop keeps face snapshots (snapshots.py) for it, hands each new one to
     `on_snapshot` before the frame it came from, and lets `Paired.snapshots` look them up;
     `options`: the sink process's command-line options (`--port`, `--out`) the kind uses.
@@ -61,6 +62,10 @@ class Sink(abc.ABC):
 
     def on_metrics(self, msg: Metrics) -> None:
         """A service's metrics (only when `wants_metrics`)."""
+
+    def on_down(self, down: dict[str, str]) -> None:
+        """The stages that should run and do not, program -> why ({} once all run again); only when
+        `wants_metrics`."""
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""

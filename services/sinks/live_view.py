@@ -6,7 +6,8 @@
   /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track); none, with
                 "stale": true, once no tracks came for tracker.max_lost_s (the video stopped)
   /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
-  /healthz      200 while frames arrive, 503 before the first or after 5 s without one
+  /healthz      200 while frames arrive, 503 before the first, after 5 s without one, or while a stage
+                that should run does not ("down": program -> why, from the watchdog)
   /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
 
 The server runs in its own threads (one per client); the bus loop only hands the newest
@@ -112,8 +113,9 @@ class _Handler(GuardedHandler):
 
     def _health(self):
         age = self.server.view.latest.age_s()
-        ok = age is not None and age < self.server.view.cfg.stale_s
-        body = {"ok": ok, "frame_age_s": age, "clients": self.server.view.streams}
+        down = self.server.view.down
+        ok = age is not None and age < self.server.view.cfg.stale_s and not down
+        body = {"ok": ok, "frame_age_s": age, "down": down, "clients": self.server.view.streams}
         self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
                    json.dumps(body).encode())
 
@@ -172,6 +174,7 @@ class LiveView(Sink, kind="live"):
         self.latest = LatestFrame(cfg.jpeg_quality)
         self.page = PAGE.format(stack=stack).encode()
         self.streams = 0
+        self.down: dict[str, str] = {}  # stages that should run and do not (on_down; read by /healthz)
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -194,6 +197,9 @@ class LiveView(Sink, kind="live"):
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
         self.latest.put(draw_tracks(paired.pixels, paired.tracks.tracks, paired.names), record)
+
+    def on_down(self, down: dict[str, str]) -> None:
+        self.down = down
 
     def on_silence(self, quiet_s: float) -> None:
         """/tracks.json stops serving the last tracks as if they were there."""

@@ -2,9 +2,11 @@
 
 Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`):
 
-  <prefix>/<stack>/status             retained, QoS 1: {"state": "online"|"offline", ...}; the
+  <prefix>/<stack>/status             retained, QoS 1: {"state": "online"|"offline", "down", ...}; the
                                       broker publishes "offline" itself (MQTT last will) when the
-                                      connection dies without a goodbye (process killed, network lost)
+                                      connection dies without a goodbye (process killed, network lost);
+                                      "down": program -> why for every stage that should run and does
+                                      not (the watchdog's StackHealth), sent again when it changes
   <prefix>/<stack>/tracks/started     QoS mqtt.qos (1): a track id first published as confirmed
   <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
   <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
@@ -192,10 +194,19 @@ class MqttLink:
         self._failing: dict[str, float] = {}  # reasons logged since the last good connection -> when
         self._closing = False
         self._refused = False  # the last attempt got a refusing CONNACK (its close is not a second failure)
+        self.down: dict[str, str] = {}  # stages that should run and do not, told in every "online" status
 
     def _status_payload(self, state: str, reason: str) -> str:
         return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
-                           "reason": reason, "session": self.session, "t": time.time()})
+                           "reason": reason, "down": self.down if state == "online" else {},
+                           "session": self.session, "t": time.time()})
+
+    def set_down(self, down: dict[str, str]) -> None:
+        """The stages down changed: the retained status says so now (or at the next connection)."""
+        self.down = dict(down)
+        if self.connected.is_set():
+            self.client.publish(self.status, self._status_payload("online", "stages down" if down else "connected"),
+                                qos=1, retain=True)
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
@@ -373,6 +384,9 @@ class MqttEvents(Sink, kind="mqtt"):
     def handle(self, paired: Paired) -> None:
         self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names, paired.snapshot))
         self.faces.count = len(self.events.live)
+
+    def on_down(self, down: dict[str, str]) -> None:
+        self.link.set_down(down)
 
     def on_silence(self, quiet_s: float) -> None:
         """The video stopped: every live track ends ("no video") and nobody is present."""
