@@ -139,12 +139,16 @@ def test_entities_follow_the_faces_survive_restarts_and_are_removed(stack, broke
         # One face, then two, then none: the binary sensor and the count follow the tracks.
         one = [Track(id=5, box=[40.0, 40.0, 120.0, 120.0], score=0.9, state="confirmed", age=3)]
         two = one + [Track(id=6, box=[200.0, 40.0, 280.0, 120.0], score=0.9, state="confirmed", age=3)]
-        for tracks, count in ((one, 1), (two, 2), ([], 0)):
+        for tracks, count in ((one, 1), (two, 2)):
             stack.tracks_for = lambda pos, tracks=tracks: tracks
             stack.publish_until(lambda c=count: faces(collector, stack.stack_id)[-1:] ==
                                 [{"present": c > 0, "count": c, "name": "unknown"}])
+        # The name is that of a face present: Ada while track 5 is there, unknown once nobody is.
         stack.publisher.send(Identity(track_id=5, frame_id=stack.next_id, name="ada", distance=0.3, t=0.0))
-        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1]["name"] == "ada")
+        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1] == {"present": True, "count": 2, "name": "ada"})
+        stack.tracks_for = lambda pos: []
+        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1] == {"present": False, "count": 0,
+                                                                             "name": "unknown"})
         assert all(p["present"] == (p["count"] > 0) for p in faces(collector, stack.stack_id))
 
         # HA restarts: its birth message brings every config again; garbage there is counted, nothing else.

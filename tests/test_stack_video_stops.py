@@ -82,6 +82,8 @@ def test_stages_down_and_faces_gone_when_the_camera_stops(tmp_path, data_dir):
                      timeout=60, what="nobody present on MQTT after the camera stopped")
             ended = collector.select("/tracks/ended", stack_id)
             assert ended and all(e["reason"] == "no video" for e in ended), ended
+            started = [e["track_id"] for e in collector.select("/tracks/started", stack_id)]
+            assert len(started) == len(set(started)), started  # no id started again (events' hysteresis)
             # the live view is another sink process, with its own clock: waited for the same way
             record = wait_for(lambda: (get_json(tracks_url) or {}).get("stale") and get_json(tracks_url), timeout=30,
                               what="no tracks on /tracks.json after the camera stopped")

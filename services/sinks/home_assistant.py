@@ -14,7 +14,7 @@ Entities, all reading topics of ours:
 
   binary_sensor face_present   occupancy; ON from a track's start to the end of the last one
   sensor face_count            tracks alive now (started, not ended: the track events' count)
-  sensor last_name             name of the latest Identity message ("unknown" until one comes)
+  sensor last_name             name of the face present that was named last ("unknown" when none is)
   image snapshot               raw JPEG bytes, retained, on <prefix>/<stack>/snapshot
   binary_sensor stages_down    problem; ON while a stage that should run does not (the status
                                topic's "down", its programs and causes as attributes)
