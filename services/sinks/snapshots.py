@@ -12,7 +12,10 @@ the snapshot when it beats it by `snapshots.better_view`, at most once every
 
 Files are `<sink.record_dir>/snapshots/<stack>-<track start>-<track id>.jpg`, written through
 a temporary file and a rename, so a reader never sees half a JPEG and two sink processes
-writing the same snapshot do not collide. They live under the record directory, so the
+writing the same snapshot do not collide. A view is written once: a sink process finding the same
+bytes already there (another sink of the stack made the same crop of the same frame) leaves the
+file alone, and a track that the tracker hid for a frame or two and publishes again under the
+same id keeps its snapshot and its file (only a better view replaces them). They live under the record directory, so the
 recordings' retention (size and age; services/sinks/retention.py) bounds them too: the loop of
 a sink that keeps snapshots prunes that directory even when the sink writes nothing else. A failed write (a full disk) is
 counted and logged once a hundred; the snapshot stays in memory and is still handed to the
@@ -105,21 +108,19 @@ class SnapshotBook:
         self.directory = directory
         self.stack = stack
         self.live: dict[int, _Best] = {}
-        self.ended: RecentMap = RecentMap(KEPT)
+        self.ended: RecentMap = RecentMap(KEPT)  # track id -> _Best of an ended track (one back continues it)
         self.last_frame_id = -1
         self.frames: RecentMap = RecentMap(RECENT)  # frame id -> Frame message
         self.boxes: RecentMap = RecentMap(RECENT)  # frame id -> {track id: box}
-        self.made = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
+        self.made = self.written = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> SnapshotBook:
         return cls(cfg.snapshots, snapshot_dir(cfg), cfg.stack.id)
 
     def get(self, track_id: int) -> Snapshot | None:
-        best = self.live.get(track_id)
-        if best is not None:
-            return best.snapshot
-        return self.ended.get(track_id)
+        best = self.live.get(track_id) or self.ended.get(track_id)
+        return None if best is None else best.snapshot
 
     def remember(self, msg: Frame | Tracks) -> None:
         """Every Frame and Tracks message (skipped ones too): an identity view may name their frame."""
@@ -151,12 +152,16 @@ class SnapshotBook:
         restarted = tracks.frame_id < self.last_frame_id  # a restarted tracker numbers its tracks afresh
         self.last_frame_id = tracks.frame_id
         self._end_missing(set() if restarted else {t.id for t in tracks.tracks})
+        if restarted:
+            self.ended.clear()  # its ids name other faces now
         now = time.monotonic()
         wanted = []
         for t in tracks.tracks:
             if t.state != "confirmed":
                 continue
-            best = self.live.setdefault(t.id, _Best(tracks.t_capture))
+            best = self.live.get(t.id)
+            if best is None:  # new, or back after the tracker hid it: then it keeps its view and file
+                best = self.live[t.id] = self.ended.pop(t.id, None) or _Best(tracks.t_capture)
             if best.identity_quality > 0:
                 continue  # the identity service chooses this track's views now
             quality = view_quality(t, frame.width, frame.height)
@@ -182,9 +187,7 @@ class SnapshotBook:
 
     def _end_missing(self, present: set[int]) -> None:
         for tid in [tid for tid in self.live if tid not in present]:
-            best = self.live.pop(tid)
-            if best.snapshot is not None:
-                self.ended.remember(tid, best.snapshot)
+            self.ended.remember(tid, self.live.pop(tid))
 
     def _make(self, image: np.ndarray, frame: Frame, track_id: int, box: list[float], quality: float, best: _Best,
               scored_by: str) -> Snapshot | None:
@@ -206,9 +209,12 @@ class SnapshotBook:
     def _write(self, snapshot: Snapshot) -> None:
         tmp = snapshot.path.with_name(f".{snapshot.path.name}.{os.getpid()}.tmp")
         try:
+            if snapshot.path.exists() and snapshot.path.read_bytes() == snapshot.jpeg:
+                return  # another sink process of the stack wrote this very view
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(snapshot.jpeg)
             os.replace(tmp, snapshot.path)
+            self.written += 1
         except OSError as exc:
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 100 == 0:
@@ -216,7 +222,7 @@ class SnapshotBook:
             tmp.unlink(missing_ok=True)
 
     def stats(self) -> dict[str, float]:
-        return {"snapshots_made": self.made, "snapshot_write_errors": self.write_errors,
+        return {"snapshots_made": self.made, "snapshots_written": self.written, "snapshot_write_errors": self.write_errors,
                 "snapshot_stale": self.stale, "snapshot_identity_views": self.identity_views,
                 "snapshot_identity_missed": self.identity_missed}
 
