@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from common.frame_ring import FrameRing, RingError
 from common.messages import Frame
@@ -31,16 +32,18 @@ class Pacer:
     Sleeping to an absolute schedule never accumulates drift. A frame that is already due is
     released at once (no sleep) and counted late when it is more than a quarter period behind;
     after a stall of more than `max_lag_s` the schedule restarts from now instead of bursting.
+    `clock` is injected (the monotonic clock live; a test's own, which its `stop.wait` advances).
     """
 
-    def __init__(self, fps: float, max_lag_s: float = 0.5):
+    def __init__(self, fps: float, max_lag_s: float = 0.5, clock: Callable[[], float] = time.monotonic):
         self.period = 1.0 / fps
         self.max_lag_s = max_lag_s
+        self.clock = clock
         self.late = 0
         self._due: float | None = None
 
     def wait(self, stop: threading.Event) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self._due is None:
             self._due = now
         lag = now - self._due
