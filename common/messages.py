@@ -257,6 +257,8 @@ def decode(frames: typing.Sequence[bytes]):
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: {_where(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: body is not msgpack ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:  # msgspec lets a key or string that is not UTF-8 through as this
+        raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: a key or string is not UTF-8") from None
 
 
 def _where(text: str) -> str:
