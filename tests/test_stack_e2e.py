@@ -5,7 +5,8 @@ the ground-truth box of that frame. Only the frames the tracker handled are scor
 recorder's tracks.jsonl has one record for each, tracks or not): a frame skipped because the
 shared machine was slow is a matter of speed (`facetrack bench pipeline`), not of accuracy.
 The OTB boxes cover the whole head while BlazeFace boxes the face (IoU of a perfect detection
-is about 0.5), so IoU >= 0.5 would punish a correct track; the centre rule does not, and still fails for a box off the face.
+is about 0.5), so IoU >= 0.5 would punish a correct track; the centre rule does not, and
+still fails for a box off the face.
 """
 from __future__ import annotations
 
