@@ -8,8 +8,8 @@ Every tracks frame id is either processed or counted as dropped (a gap in the id
 that never came or was overwritten in the ring, or skipped by a viewer that fell behind);
 the latency of a processed frame is now - t_capture (both wall-clock `time.time()`).
 Several sinks can run at once: each is its own subscriber. A sink that writes files names
-their directory (`Sink.record_root`, normally `sink.record_dir`); the loop prunes every file
-under it every `sink.retention_check_s` (services/sinks/retention.py), never per frame.
+their directory (`Sink.record_root`, normally `sink.record_dir`); a thread of the process prunes
+every file under it every `sink.retention_check_s` (services/sinks/retention.py), off the frame loop.
 """
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ from common.frame_ring import RingReader
 from common.health import HealthView
 from common.messages import Frame, Identity, Metrics, StackHealth, Tracks
 from common.recent import RecentMap
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
 from services.sinks.snapshots import SnapshotBook
-from services.sinks.retention import Retention
+from services.sinks.retention import Pruner, Retention
 
 log = logging.getLogger("sink")
 
@@ -62,11 +63,14 @@ class SinkLoop:
         self.stale = 0
         self.failed = 0
         self.names = RecentMap(MAX_NAMES)  # track id -> name, from the identity service
+        self.run = RunWatch()  # the tracker run the names' track ids belong to
         root = sink.record_root()
         if root is None and snapshots is not None:  # a live view's or MQTT sink's snapshots are files too
             root = snapshots.directory.parent
-        self.retention = None if root is None else Retention.from_config(root, ctx.config.sink)
-        self._prune_at = 0.0  # the first turn prunes: a restart finds what accumulated
+        self.retention = None if root is None else Pruner(Retention.from_config(root, ctx.config.sink),
+                                                          ctx.config.sink.retention_check_s)
+        if self.retention is not None:
+            self.retention.start()
         self.silent_after = ctx.config.tracker.max_lost_s
         self._last_tracks = time.monotonic()  # a sink that never gets tracks has nobody present either
         self.silences = 0
@@ -85,11 +89,15 @@ class SinkLoop:
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Tracks):
+                if self.run.changed(msg.run_id):
+                    self.names.clear()  # a new tracker run: its ids name other faces
                 tracks.append(msg)
                 self._last_tracks, self._silent = time.monotonic(), False
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Identity):
+                if msg.run_id and msg.run_id != self.run.run:
+                    continue  # names a track of another tracker run
                 self.names.remember(msg.track_id, msg.name)
                 snapshot = None if book is None else book.identity_view(msg, self._pixels)
                 if snapshot is not None:
@@ -141,9 +149,8 @@ class SinkLoop:
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
     def tick(self) -> None:
-        """Every loop turn: silence when due, the sink's own clock, and retention when it is due."""
-        now = time.monotonic()
-        quiet = now - self._last_tracks
+        """Every loop turn: silence when due, the stages down when they change, the sink's own clock."""
+        quiet = time.monotonic() - self._last_tracks
         if quiet > self.silent_after and not self._silent:
             self._silent = True
             self.silences += 1
@@ -155,9 +162,10 @@ class SinkLoop:
             self._down = down
             self.sink.on_down(down)
         self.sink.tick()
-        if self.retention is not None and now >= self._prune_at:
-            self._prune_at = now + self.ctx.config.sink.retention_check_s
-            self.retention.prune(time.time())
+
+    def close(self) -> None:
+        if self.retention is not None:
+            self.retention.stop()
 
     def update_stats(self) -> None:
         stats = self.ctx.stats
@@ -194,6 +202,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
             loop.update_stats()
             ctx.metrics.tick()
     finally:
+        loop.close()
         sink.close()
         sub.close()
         if reader is not None:

@@ -75,9 +75,9 @@ def start_scene(stack, collector, sink) -> None:
     stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
 
 
-def at(k: int, tracks: list[Track]) -> Tracks:
-    """Tracks of frame k of a 10 fps scene."""
-    return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks)
+def at(k: int, tracks: list[Track], run: int = 1) -> Tracks:
+    """Tracks of frame k of a 10 fps scene, from tracker run `run`."""
+    return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks, run_id=run)
 
 
 def box(s: float, x: float = 10.0) -> list[float]:
@@ -101,7 +101,10 @@ def test_track_events_state_machine():
     assert end["duration_s"] == pytest.approx(0.1) and end["name"] == "ada" and end["track_ids"] == [1]
     assert end["best_face"] == {"width": 50.0, "height": 50.0, "frame_id": 2}
     machine.tracks(at(9, [Track(2, box(20), 0.9, "confirmed")]))
-    assert [(k, f["reason"]) for k, f in machine.tracks(at(0, []))] == [("ended", "restart")]  # frame ids went back
+    # the tracker restarted (a new run) and numbers a new face 2 again: the old 2 ends, the new one starts
+    ev = machine.tracks(at(10, [Track(2, box(20), 0.9, "confirmed")], run=2))
+    assert [(k, f["reason"] if k == "ended" else None, f["track_id"], f["track"]) for k, f in ev] == \
+        [("ended", "restart", 2, f"{1:016x}-2"), ("started", None, 2, f"{2:016x}-2")]
 
 
 def test_track_events_hysteresis():
