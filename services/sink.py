@@ -23,7 +23,7 @@ from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
 from common.health import HealthView
-from common.messages import Frame, Identity, Metrics, StackHealth, Tracks
+from common.messages import Frame, GalleryReply, Identity, Metrics, StackHealth, Tracks
 from common.recent import RecentMap
 from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
@@ -107,6 +107,8 @@ class SinkLoop:
                 self.sink.on_metrics(msg)
             elif isinstance(msg, StackHealth):
                 self.health.update(msg)
+            elif isinstance(msg, GalleryReply) and self.sink.wants_gallery:
+                self.sink.on_gallery_reply(msg)
         if self.sink.latest_only:
             for older in tracks[:-1]:
                 self.pairer.skip(older)
@@ -189,8 +191,11 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC, StackHealth.TOPIC] if sink.wants_metrics
-                                                             else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC]
+    if sink.wants_metrics:
+        topics += [Metrics.TOPIC, StackHealth.TOPIC]
+    if sink.wants_gallery:
+        topics.append(GalleryReply.TOPIC)
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
     snapshots = SnapshotBook.from_config(cfg) if sink.wants_snapshots and cfg.snapshots.enabled else None
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels or snapshots else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from common.messages import Identity, Metrics
+    from common.messages import GalleryReply, Identity, Metrics
     from common.service import ServiceContext
     from services.sinks.pairing import Paired
     from services.sinks.snapshots import Snapshot
@@ -27,6 +27,8 @@ class Sink(abc.ABC):
     run and do not (the watchdog's StackHealth, common/health.py) to `on_down` when they change;
     `wants_snapshots`: the loop keeps face snapshots (snapshots.py) for it, hands each new one to
     `on_snapshot` before the frame it came from, and lets `Paired.snapshots` look them up;
+    `wants_gallery`: the identity service's GalleryReply messages go to `on_gallery_reply` (the
+    sink sends GalleryRequests itself, from `tick`);
     `options`: the sink process's command-line options (`--port`, `--out`) the kind uses.
     """
     registry: ClassVar[dict[str, type[Sink]]] = {}
@@ -35,6 +37,7 @@ class Sink(abc.ABC):
     latest_only: ClassVar[bool] = False
     wants_metrics: ClassVar[bool] = False
     wants_snapshots: ClassVar[bool] = False
+    wants_gallery: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs):
@@ -66,6 +69,9 @@ class Sink(abc.ABC):
     def on_down(self, down: dict[str, str]) -> None:
         """The stages that should run and do not, program -> why ({} once all run again); only when
         `wants_metrics`."""
+
+    def on_gallery_reply(self, msg: GalleryReply) -> None:
+        """The identity service's answer to a gallery change this sink asked for (only when `wants_gallery`)."""
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""
