@@ -178,6 +178,13 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prometheus_port: Port = 9108
 
 
+class EventsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Hysteresis of the track events and face state a home automation reacts to (services/sinks/mqtt_events.py)."""
+    end_after_s: NonNegativeFloat = 1.0
+    rejoin_iou: Fraction = 0.3
+    name_hold_s: NonNegativeFloat = 1.0
+
+
 class MqttConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -240,6 +247,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshots: SnapshotsConfig = msgspec.field(default_factory=SnapshotsConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     home_assistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)

@@ -181,6 +181,24 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _versioned(self)
 
 
+class StackHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The watchdog's word on the whole stack, once per monitor period (services/watchdog.py).
+
+    `expected`: the supervisord programs that should run (autostart, or started by hand and not
+    stopped since); `down`: those of them that do not, program -> why (its supervisord state,
+    e.g. "STOPPED", "FATAL", "BACKOFF", or "silent" for a running process whose metrics stopped). The consumers (`facetrack monitor`, /healthz, the MQTT status) read it through
+    common/health.py, which also calls the watchdog itself down when this message stops.
+    """
+    TOPIC: typing.ClassVar[bytes] = b"health"
+    t: float
+    expected: list[str]
+    down: dict[str, str]
+    v: int = VERSION
+
+    def __post_init__(self):
+        _versioned(self)
+
+
 class FrameRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A remote detector is free: the next frame it should work on, please.
 
@@ -266,7 +284,8 @@ def _finite_box(box) -> None:
 
 
 MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
-                                                          FrameRequest, EncodedFrame, GalleryRequest, GalleryReply)}
+                                                          StackHealth, FrameRequest, EncodedFrame, GalleryRequest,
+                                                          GalleryReply)}
 _DECODERS: dict[bytes, msgspec.msgpack.Decoder] = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
 
 
@@ -299,6 +318,8 @@ def decode(frames: typing.Sequence[bytes]):
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: {_where(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: body is not msgpack ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:  # msgspec lets a key or string that is not UTF-8 through as this
+        raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: a key or string is not UTF-8") from None
 
 
 def _where(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from common.frame_ring import FrameRing, RingError
 from common.messages import Frame
@@ -31,16 +32,18 @@ class Pacer:
     Sleeping to an absolute schedule never accumulates drift. A frame that is already due is
     released at once (no sleep) and counted late when it is more than a quarter period behind;
     after a stall of more than `max_lag_s` the schedule restarts from now instead of bursting.
+    `clock` is injected (the monotonic clock live; a test's own, which its `stop.wait` advances).
     """
 
-    def __init__(self, fps: float, max_lag_s: float = 0.5):
+    def __init__(self, fps: float, max_lag_s: float = 0.5, clock: Callable[[], float] = time.monotonic):
         self.period = 1.0 / fps
         self.max_lag_s = max_lag_s
+        self.clock = clock
         self.late = 0
         self._due: float | None = None
 
     def wait(self, stop: threading.Event) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self._due is None:
             self._due = now
         lag = now - self._due
@@ -74,6 +77,8 @@ def _stream(ctx: ServiceContext, source: Source, info: SourceInfo) -> None:
     """Read, pace, write and publish until the source ends or the service is stopped."""
     cap = ctx.config.capture
     item, read_ms = _timed_read(source)
+    if item is None and ctx.stop.is_set():  # stopped while waiting for a stream to answer
+        return
     if item is None:
         raise InputError(f"capture source {source.name}: has no frames")
     width, height = target_size(item[0].shape[1], item[0].shape[0], cap.width, cap.height)
@@ -122,8 +127,9 @@ def run(ctx: ServiceContext) -> None:
     source = open_source(ctx.config.capture, ctx.stop)
     info = source.open()
     try:
-        log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
-                 "live" if info.live else "file")
+        if info.width:
+            log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
+                     "live" if info.live else "file")
         _stream(ctx, source, info)
     finally:
         source.close()

@@ -14,8 +14,10 @@ Entities, all reading topics of ours:
 
   binary_sensor face_present   occupancy; ON from a track's start to the end of the last one
   sensor face_count            tracks alive now (started, not ended: the track events' count)
-  sensor last_name             name of the latest Identity message ("unknown" until one comes)
+  sensor last_name             name of the face present that was named last ("unknown" when none is)
   image snapshot               raw JPEG bytes, retained, on <prefix>/<stack>/snapshot
+  binary_sensor stages_down    problem; ON while a stage that should run does not (the status
+                               topic's "down", its programs and causes as attributes)
   sensor <stage>_fps, <stage>_p50_ms   diagnostic, per stage seen in the metrics, from
                                <prefix>/<stack>/metrics/<stage> (value_template on its JSON)
 
@@ -31,6 +33,7 @@ from common.config import Config
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic
 
 BIRTH_ONLINE, BIRTH_OFFLINE = b"online", b"offline"  # HA's birth and last-will payloads on <prefix>/status
+UNKNOWN = "unknown"  # the faces state's name while no face is named
 
 
 def version() -> str:
@@ -84,6 +87,7 @@ def _entity(cfg: Config, component: str, object_id: str, name: str, **fields) ->
 def entity_configs(cfg: Config) -> dict[str, dict]:
     """Config topic -> payload of the fixed entities (faces and the snapshot)."""
     faces = faces_topic(cfg.mqtt.topic_prefix, cfg.stack.id)
+    status = status_topic(cfg.mqtt.topic_prefix, cfg.stack.id)
     return dict([
         _entity(cfg, "binary_sensor", "face_present", "Face present", state_topic=faces, device_class="occupancy",
                 value_template="{{ 'ON' if value_json.present else 'OFF' }}", payload_on="ON", payload_off="OFF"),
@@ -91,6 +95,10 @@ def entity_configs(cfg: Config) -> dict[str, dict]:
                 state_class="measurement", icon="mdi:account-multiple"),
         _entity(cfg, "sensor", "last_name", "Last recognised name", state_topic=faces,
                 value_template="{{ value_json.name }}", icon="mdi:account-search"),
+        _entity(cfg, "binary_sensor", "stages_down", "Stages down", state_topic=status, device_class="problem",
+                value_template="{{ 'ON' if value_json.down else 'OFF' }}", payload_on="ON", payload_off="OFF",
+                json_attributes_topic=status, json_attributes_template="{{ value_json.down | tojson }}",
+                entity_category="diagnostic"),
         _entity(cfg, "image", "snapshot", "Face snapshot", image_topic=snapshot_topic(cfg.mqtt.topic_prefix, cfg.stack.id),
                 content_type="image/jpeg"),
     ])
@@ -119,7 +127,7 @@ class FaceState:
 
     def __init__(self):
         self.count = 0
-        self.name = "unknown"
+        self.name = UNKNOWN
         self._sent: str | None = None
 
     def payload(self) -> str:
