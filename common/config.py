@@ -122,7 +122,8 @@ class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self):
         if self.interval_min > self.interval_max:
-            raise ValueError(f"interval_min ({self.interval_min}) must not exceed interval_max ({self.interval_max})")
+            raise ValueError(f"'tracker.interval_min' ({self.interval_min}) must not exceed "
+                             f"'tracker.interval_max' ({self.interval_max})")
 
 
 class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -292,6 +293,8 @@ def _one_line(exc: msgspec.ValidationError, data: dict) -> str:
         return f"config: {message}"
     if message.startswith("Expected `object`"):
         return f"config key '{key}': expected a mapping, {message.split(', ', 1)[-1]}"
+    if "." not in key:  # a check across the keys of one section names its keys itself
+        return f"config section '{key}': {message}"
     if message.startswith("Invalid enum value"):
         section, name = key.split(".", 1)
         allowed = typing.get_args(typing.get_type_hints(SECTIONS[section])[name])
