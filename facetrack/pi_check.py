@@ -94,7 +94,7 @@ def pi_board(root: Path) -> None:
     """A Pi 5's device-tree model and health files in the userland's /sys (a plain directory)."""
     files = {"sys/firmware/devicetree/base/model": MODEL + "\0",
              "sys/class/thermal/thermal_zone0/temp": "52350\n",
-             "sys/devices/platform/axi/axi:firmware/get_throttled": "0x0\n",
+             "sys/devices/platform/axi/axi:firmware/get_throttled": "0\n",
              "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "2400000\n"}
     for rel, text in files.items():
         path = root / rel
