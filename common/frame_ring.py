@@ -72,6 +72,11 @@ def ring_path(name: str, shm_dir: str | os.PathLike = "/dev/shm") -> Path:
     return Path(shm_dir) / name
 
 
+def lores_name(name: str) -> str:
+    """The ring of the camera's lores frames beside ring `name` (same slots, same ring id)."""
+    return f"{name}-lores"
+
+
 class FrameRing:
     """One mapping of the ring; use `create` (the owner) or `attach` (readers)."""
 
@@ -111,8 +116,9 @@ class FrameRing:
 
     @classmethod
     def create(cls, name: str, width: int, height: int, slots: int, channels: int = 3,
-               shm_dir: str | os.PathLike = "/dev/shm") -> "FrameRing":
-        """Create the ring (owner). A stale segment of the same name is removed first."""
+               shm_dir: str | os.PathLike = "/dev/shm", ring_id: int | None = None) -> "FrameRing":
+        """Create the ring (owner). A stale segment of the same name is removed first.
+        `ring_id` (default: a new random one) lets a companion ring share its main ring's id."""
         path = ring_path(name, shm_dir)
         slot_bytes = _aligned(SLOT_HEADER_BYTES + width * height * channels)
         size = HEADER_BYTES + slots * slot_bytes
@@ -132,7 +138,8 @@ class FrameRing:
                 f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
                 f"ring.slots / capture size ({exc.strerror})") from None
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            ring_id = int.from_bytes(os.urandom(8), "little") >> 1  # fits msgpack's int64
+            if ring_id is None:
+                ring_id = int.from_bytes(os.urandom(8), "little") >> 1  # fits msgpack's int64
             _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id)
         log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
                  channels, size / 2**20)
@@ -224,15 +231,19 @@ class RingReader:
     def read(self, frame, copy: bool = True) -> np.ndarray | None:
         """Pixels of `frame` (a messages.Frame). With copy=False the returned array is reused
         by the next call: use it before reading again."""
-        if self.ring is None or self.ring.ring_id != frame.ring_id:
+        return self.read_at(frame.ring_id, frame.slot, frame.seq, copy)
+
+    def read_at(self, ring_id: int, slot: int, seq: int, copy: bool = True) -> np.ndarray | None:
+        """Pixels at (slot, seq) of ring instance `ring_id`; as read()."""
+        if self.ring is None or self.ring.ring_id != ring_id:
             self._reattach()
-            if self.ring is None or self.ring.ring_id != frame.ring_id:
+            if self.ring is None or self.ring.ring_id != ring_id:
                 self.stale += 1
                 return None
-        if not 0 <= frame.slot < self.ring.slots:
+        if not 0 <= slot < self.ring.slots:
             self.stale += 1
             return None
-        image = self.ring.read(frame.slot, frame.seq, None if copy else self._buf)
+        image = self.ring.read(slot, seq, None if copy else self._buf)
         if image is None:
             self.stale += 1
         elif not copy:
