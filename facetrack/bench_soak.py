@@ -110,6 +110,12 @@ def _record_summary(samples: list[dict], limit_mb: float, recorder: Metrics | No
     return out
 
 
+def _pss_last(samples: list[dict]) -> dict[str, float]:
+    """Each program's PSS in the last sample, and their sum: what the stack takes of the board's RAM."""
+    last = samples[-1].get("pss_mb", {}) if samples else {}
+    return {**last, "total": round(sum(last.values()), 1)} if last else {}
+
+
 def _rss_anon_mb(pid: int) -> float | None:
     """The process's private anonymous memory (its heap, not library code or the shared
     frame ring, which RSS also counts), or None where /proc does not say."""
@@ -152,7 +158,7 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
             while True:
                 status = stack.status()
                 sample: dict[str, Any] = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "anon_mb": {},
-                          "cpu_percent": {}, "fps": {}}
+                          "pss_mb": {}, "cpu_percent": {}, "fps": {}}
                 for program in programs:
                     state, pid = status.get(program, ("MISSING", None))
                     if state != "RUNNING" or not pid:
@@ -160,6 +166,8 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                     try:
                         proc = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
                         sample["rss_mb"][program] = round(proc.memory_info().rss / 2**20, 2)
+                        # PSS: shared pages (libraries, the ring) split among their users: the sum is the stack's RAM
+                        sample["pss_mb"][program] = round(proc.memory_full_info().pss / 2**20, 2)
                         anon = _rss_anon_mb(pid)
                         if anon is not None:
                             sample["anon_mb"][program] = round(anon, 2)
@@ -186,6 +194,7 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
         record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid) if recorder_pid else None)
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
             "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "record_dir": record,
+            "pss_mb_last": _pss_last(samples),
             "samples": samples}
 
 
