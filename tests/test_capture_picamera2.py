@@ -216,3 +216,35 @@ def test_detections_on_lores_land_on_the_face_in_main_pixels(fake):
             assert all(truth[0] <= ex <= truth[2] and truth[1] <= ey <= truth[3] for ex, ey in eyes)
     src.close()
     assert hits >= 9, hits
+
+
+def test_a_stack_on_the_camera_detects_on_lores_in_main_pixels(tmp_path, monkeypatch):
+    """capture -> lores ring -> detector under supervisord with the stand-in camera: the detector
+    says it reads lores frames and its Detections sit on the annotated face in main pixels."""
+    from common.messages import Detections
+    from facetrack.stack import Stack
+    from stack_support import MetricsWatch, unique_id
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKES), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_PICAMERA2_DIR", str(SEQ / "img1"))
+    gt = [[float(v) for v in line.split(",")[2:6]] for line in (SEQ / "gt/gt.txt").read_text().splitlines()]
+    stack = Stack(tmp_path / "stack", {"stack": {"id": unique_id("lores", tmp_path)},
+                                       "capture": {"source": "picamera2://0", "width": 704, "height": 576, "fps": 15,
+                                                   "lores_width": 320, "lores_height": 240},
+                                       "detector": {"every_n": 1}, "sink": {"http_port": 0}})
+    with stack:
+        stack.start(wait_for=("broker", "capture", "detector"), timeout=120)
+        watch = MetricsWatch(stack)
+        sub = Subscriber(stack.config.bus.subscribe, [Detections.TOPIC], hwm=1000)
+        try:
+            watch.wait("detector", lambda m: m.extra.get("lores") == 1 and m.frames_out >= 5, timeout=120)
+            found = [m for m in (sub.recv(timeout_ms=2000) for _ in range(10)) if m is not None]
+        finally:
+            sub.close()
+            watch.close()
+    scored = []
+    for det in found:
+        x, y, w, h = gt[det.frame_id % len(gt)]
+        truth = [2 * x, 2 * y, 2 * (x + w), 2 * (y + h)]  # main is the 352x288 scene at twice the size
+        scored.append(max((iou(b, truth) for b in det.boxes), default=0.0))
+    assert len(scored) >= 5 and sum(s > 0.4 for s in scored) >= 0.7 * len(scored), scored
