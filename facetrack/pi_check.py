@@ -96,6 +96,8 @@ def pi_board(root: Path) -> None:
              "sys/class/thermal/thermal_zone0/temp": "52350\n",
              "sys/devices/platform/axi/axi:firmware/get_throttled": "0\n",
              "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "2400000\n"}
+    cpus = f"0-{(os.cpu_count() or 1) - 1}\n"  # this host's cores (qemu runs the Pi's threads on them)
+    files.update({f"sys/devices/system/cpu/{name}": cpus for name in ("possible", "present", "online")})
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
