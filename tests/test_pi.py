@@ -125,3 +125,17 @@ def test_make_run_asks_for_the_source_only_on_a_pi(tmp_path):
     plain = make(tmp_path, other, "-n", "run", "SEQLOCK=", "STAMP=", "PY=python3")
     assert "common.pi" not in plain.stdout
     assert "umask 077 && venv/bin/supervisord -n -c supervisord.conf" in plain.stdout.replace(f"{tmp_path}/", "")
+
+
+def test_a_host_build_on_an_arm_board_looks_for_an_arm_tuning_database(monkeypatch):
+    """A host build names no triple; on an aarch64 board whose CPU LLVM cannot name (an emulated
+    Pi: `make check-pi` found "x86-generic" there) it must still look in an aarch64 folder."""
+    import tvm
+    from tvm.target import codegen
+
+    from models.cpu import tuning_target
+
+    assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == "x86-avx512"  # this host
+    monkeypatch.setattr(codegen, "llvm_get_system_triple", lambda: "aarch64-unknown-linux-gnu")
+    assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "generic"})) == "aarch64-generic"
+    assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "cortex-a76"})) == "pi5-cortex-a76"
