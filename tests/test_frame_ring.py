@@ -27,6 +27,8 @@ while time.monotonic() < end:
     frame.fill(i % 251)
     ring.write(i, time.time(), frame)
     i += 1
+    if i % 4 == 0:  # bursts and pauses: reads are overtaken in a burst and whole in a pause, even when
+        time.sleep(0.02)  # a read is slower than a write (emulated arm64 under load: never whole otherwise)
 print(i)
 """
 
