@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -92,7 +94,8 @@ def test_seqlock_orders_with_arm_barriers():
     host's order), so this checks the instructions that forbid it: without them a Cortex-A76 may
     let a torn frame pass both sequence checks (common/seqlock.c).
     """
-    gcc = tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    native = platform.machine() == "aarch64" and shutil.which("gcc")  # on the board (or check-pi's userland)
+    gcc = native or tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
     source = Path(__file__).resolve().parent.parent / "common" / "seqlock.c"
     asm = subprocess.run([gcc, "-O2", "-S", "-o", "-", str(source)], capture_output=True, text=True, check=True).stdout
     bodies = dict(re.findall(r"^(ft_\w+):\n(.*?)\n\s*ret", asm, re.S | re.M))

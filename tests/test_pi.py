@@ -36,8 +36,13 @@ def test_pi_is_told_by_its_device_tree_model(tmp_path):
 
 
 def choose(monkeypatch, tmp_path, cameras: int | None = 1, **env: str) -> tuple[str, str]:
-    """`python -m common.pi source` as `make run` calls it: (stdout, stderr)."""
-    paths = [str(REPO)] + ([str(FAKES)] if cameras is not None else [])
+    """`python -m common.pi source` as `make run` calls it: (stdout, stderr). cameras=None: no
+    picamera2 importable (a package of that name that raises ImportError, as the missing one would,
+    shadows any installed one: an emulated Pi has one system-wide)."""
+    missing = tmp_path / "no-picamera2"
+    (missing / "picamera2").mkdir(parents=True, exist_ok=True)
+    (missing / "picamera2" / "__init__.py").write_text("raise ImportError(\"No module named 'picamera2'\")\n")
+    paths = [str(REPO)] + ([str(FAKES)] if cameras is not None else [str(missing)])
     full = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "FACETRACK_BOARD_ROOT": str(board(tmp_path, PI5)),
             "FAKE_PICAMERA2_CAMERAS": str(cameras or 0), **env}
     for key in ("FACETRACK_SET", "FACETRACK_CONFIG"):
@@ -135,7 +140,8 @@ def test_a_host_build_on_an_arm_board_looks_for_an_arm_tuning_database(monkeypat
 
     from models.cpu import tuning_target
 
-    assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == "x86-avx512"  # this host
+    monkeypatch.setattr(codegen, "llvm_get_system_triple", lambda: "x86_64-pc-linux-gnu")
+    assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == "x86-avx512"
     monkeypatch.setattr(codegen, "llvm_get_system_triple", lambda: "aarch64-unknown-linux-gnu")
     assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "generic"})) == "aarch64-generic"
     assert tuning_target(tvm.target.Target({"kind": "llvm", "mcpu": "cortex-a76"})) == "pi5-cortex-a76"
