@@ -184,6 +184,10 @@ class Chroot:
     def run_until_tracks(self, step: str, env: dict[str, str], expect_source: str, limit_s: float) -> dict:
         """`make run` until /tracks.json has tracks; then supervisord is stopped (SIGTERM)."""
         log.info("step %s: make run until /tracks.json shows tracks", step)
+        logs = self.root / CLONE.lstrip("/") / "run/logs"
+        if logs.is_dir():  # supervisord appends: this run's capture.log must be this run's alone
+            shutil.rmtree(logs.with_name(f"logs-before-{step}"), ignore_errors=True)
+            logs.rename(logs.with_name(f"logs-before-{step}"))
         t0 = time.monotonic()
         proc = self.popen(step, "make run", env)
         try:
@@ -206,6 +210,9 @@ class Chroot:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
+            gone = time.monotonic() + 120  # the next step's live view must not be this one's
+            while _tracks() is not None and time.monotonic() < gone:
+                time.sleep(2)
         text = (WORK / f"{step}.log").read_text(errors="replace")
         chosen = [line for line in text.splitlines() if line.startswith("facetrack: source ")]
         capture_log = (self.root / CLONE.lstrip("/") / "run/logs/capture.log").read_text(errors="replace")
