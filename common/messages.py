@@ -29,7 +29,9 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A new frame in the ring: published by capture for every frame.
 
     `ring_id` names the ring instance (a restarted capture makes a new one), `source_pos` is
-    the frame's index in its source (files loop; frame_id never goes back).
+    the frame's index in its source (files loop; frame_id never goes back). `lores_seq` is
+    not 0 when the camera's ISP also gave a small copy of the frame: it is in the lores ring
+    (frame_ring.lores_name) at the same slot with this seq.
     """
     TOPIC: typing.ClassVar[bytes] = b"frame"
     stack: str
@@ -42,6 +44,7 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     height: Annotated[int, Meta(gt=0)]
     source_pos: int
     fmt: str = "bgr24"
+    lores_seq: int = 0
     v: int = VERSION
 
     def __post_init__(self):

@@ -14,10 +14,12 @@ import time
 
 import msgspec
 
+from common.board import describe
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.health import HealthView
 from common.messages import Metrics, StackHealth
+from common.prometheus import BOARD_KEYS
 
 COLUMNS = ("service", "pid", "fps", "p50_ms", "p99_ms", "in", "out", "dropped", "errors", "cpu%", "rss_mb", "state")
 
@@ -43,8 +45,7 @@ def render(latest: dict[str, Metrics], silent_after: float, down: dict[str, str]
     rows += [down_row(program, why) for program, why in sorted(down.items()) if program not in latest]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    health = {k: v for m in latest.values() for k, v in m.extra.items() if k in ("temp_c", "throttled")}
-    lines.append("board: " + (", ".join(f"{k}={v:g}" for k, v in health.items()) or "no thermal or throttle data exposed"))
+    lines += board_lines(latest)
     lines += latency_lines(latest)
     dog = latest.get("watchdog")
     if dog is not None:
@@ -52,6 +53,15 @@ def render(latest: dict[str, Metrics], silent_after: float, down: dict[str, str]
         lines.append(f"watchdog: {dog.extra.get('restarts', 0):g} restarts; silent: {', '.join(silent) or 'none'}; "
                      f"down: {', '.join(f'{p} ({why})' for p, why in sorted(down.items())) or 'none'}")
     return "\n".join(lines)
+
+
+def board_lines(latest: dict[str, Metrics]) -> list[str]:
+    """Board health as capture reads it (capture runs on the board; else the first stage that has it)."""
+    for _, m in sorted(latest.items(), key=lambda kv: (kv[0] != "capture", kv[0])):
+        health = {k: v for k, v in m.extra.items() if k in BOARD_KEYS}
+        if health:
+            return [f"board: {describe(health)}"]
+    return ["board: no temperature, clock or throttle data exposed"]
 
 
 def latency_lines(latest: dict[str, Metrics]) -> list[str]:

@@ -30,6 +30,9 @@ deadlocked) stops its metrics while supervisord still calls it RUNNING.
   n-th restart in a row waits `watchdog.backoff_s * 2**(n-1)` (at most `backoff_max_s`)
   after the previous one; a detector that stays healthy for `backoff_max_s` starts afresh.
   A detector is judged only after its first metrics, so a slow model load is never a hang.
+- Board health: once a period it reads this board's (common/board.py); a board the firmware
+  slows down (under-voltage, frequency capped, throttled, soft temperature limit) gives one
+  WARNING line naming why, and one INFO line when it ends.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 import http.client
 from http import HTTPStatus
 
+from common.board import ThrottleWatch, read_health
 from common.bus import Subscriber
 from common.http_access import Access
 from common.http_server import GuardedHandler, GuardedServer
@@ -358,6 +362,8 @@ def serve(ctx: ServiceContext) -> None:
     sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000), stats=ctx.stats)
     stats = ctx.stats
     next_check = time.monotonic() + cfg.monitor.interval_s
+    throttle = ThrottleWatch(log)
+    throttle.update(read_health())
     try:
         while not ctx.stop.is_set():
             batch = sub.batch(timeout_ms=200)
@@ -372,6 +378,7 @@ def serve(ctx: ServiceContext) -> None:
                 health = dog.check(now)
                 if health is not None:
                     ctx.publisher.send(health)
+                throttle.update(read_health())
                 stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.clear()  # stages no longer watched leave no stale flags
             stats.extra.update(dog.extra())

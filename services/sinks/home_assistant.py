@@ -20,6 +20,9 @@ Entities, all reading topics of ours:
                                topic's "down", its programs and causes as attributes)
   sensor <stage>_fps, <stage>_p50_ms   diagnostic, per stage seen in the metrics, from
                                <prefix>/<stack>/metrics/<stage> (value_template on its JSON)
+  sensor board_temperature, board_cpu_frequency, binary_sensor board_throttled, board_undervoltage
+                               diagnostic: the board's health (common/board.py) from capture's
+                               metrics (capture runs on the board), those the board exposes
 
 The first three read `<prefix>/<stack>/faces`, retained: {"present": bool, "count": n, "name": str}.
 """
@@ -116,6 +119,32 @@ def stage_configs(cfg: Config, service: str) -> dict[str, dict]:
         _entity(cfg, "sensor", f"{stage}_p50_ms", f"{service} p50 latency", value_template="{{ value_json.p50_ms }}",
                 unit_of_measurement="ms", device_class="duration", **common),
     ])
+
+
+BOARD_STAGE = "capture"  # runs on the board itself: its metrics carry the board's health
+
+
+def board_configs(cfg: Config, extra: dict[str, float]) -> dict[str, dict]:
+    """Config topic -> payload of the board's diagnostic entities, for the health values capture reports."""
+    common = {"state_topic": metrics_topic(cfg.mqtt.topic_prefix, cfg.stack.id, BOARD_STAGE),
+              "entity_category": "diagnostic", "expire_after": max(30, round(3 * cfg.mqtt.metrics_interval_s))}
+    problem = {"device_class": "problem", "payload_on": "ON", "payload_off": "OFF", **common}
+    entities = []
+    if "temp_c" in extra:
+        entities.append(_entity(cfg, "sensor", "board_temperature", "SoC temperature", state_class="measurement",
+                                value_template="{{ value_json.extra.temp_c }}", unit_of_measurement="°C",
+                                device_class="temperature", **common))
+    if "cpu_mhz" in extra:
+        entities.append(_entity(cfg, "sensor", "board_cpu_frequency", "CPU frequency", state_class="measurement",
+                                value_template="{{ value_json.extra.cpu_mhz }}", unit_of_measurement="MHz",
+                                device_class="frequency", **common))
+    if "throttled_flags" in extra:
+        entities.append(_entity(cfg, "binary_sensor", "board_throttled", "Throttled", **problem, value_template=(
+            "{{ 'ON' if value_json.extra.throttled or value_json.extra.freq_capped or "
+            "value_json.extra.soft_temp_limit else 'OFF' }}")))
+        entities.append(_entity(cfg, "binary_sensor", "board_undervoltage", "Under-voltage", **problem,
+                                value_template="{{ 'ON' if value_json.extra.undervoltage else 'OFF' }}"))
+    return dict(entities)
 
 
 def encode(payload: dict) -> str:

@@ -514,6 +514,8 @@ class MqttEvents(Sink, kind="mqtt"):
         if self.cfg.mqtt.metrics_interval_s > 0:
             for service in sorted(set(self.metrics) - self.stages):
                 configs.update(ha.stage_configs(self.cfg, service))
+                if service == ha.BOARD_STAGE:
+                    configs.update(ha.board_configs(self.cfg, self.metrics[service].extra))
                 self.stages.add(service)
         for topic, payload in configs.items():
             self.ha_announced += self.link.publish_raw(topic, ha.encode(payload), qos=1, retain=True)
