@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 from common.frame_ring import FrameRing
-from models.blazeface.postprocess import preprocess
 from models.dataset import DATA_DIR
 from models.zoo import MODELS
 
@@ -31,7 +30,8 @@ SIZES = {"main 640x480": (640, 480), "main 1280x720": (1280, 720), "main 1920x10
 def bench(frames: int, rounds: int, variant: str) -> dict:
     files = sorted((DATA_DIR / "OTB-FaceOcc1-A" / "img1").glob("*.jpg"))[:frames]
     scene = [cv2.imread(str(f)) for f in files]
-    input_size = MODELS[variant].input_size
+    model = MODELS[variant]
+    input_size = model.input_size
     prep: dict[str, list[float]] = {k: [] for k in SIZES}
     convert: list[float] = []
     with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
@@ -51,7 +51,7 @@ def bench(frames: int, rounds: int, variant: str) -> dict:
                         t0 = time.perf_counter()
                         pixels = rings[key].read(slot, seq)
                         assert pixels is not None, "nothing else writes this ring"
-                        preprocess(pixels, input_size)
+                        model.preprocess(pixels)  # the model's own: letterbox or scale-and-pad
                         prep[key].append((time.perf_counter() - t0) * 1000)
         finally:
             for ring in rings.values():
