@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import ROOT, Config, TrackerConfig, load_config, replace
+from common.report import provenance
 from common.threads import limit_threads
 from common.tracking import TrackManager
 from models.dataset import DATA_DIR, mot_sequences
@@ -332,7 +333,8 @@ def main(argv: list[str]) -> int:
             for seq_name, result in per_seq.items():
                 write_mot(args.save / name / f"{seq_name}.txt", result.rows, head=False)
     summary = summarise(results, sequences)
-    print(json.dumps({"latency_ms": latency_ms, "scopes": summary}, indent=2) if args.json else table(summary))
+    print(json.dumps({"latency_ms": latency_ms, "scopes": summary}, indent=2) if args.json else
+          f"{table(summary)}\n\nDetections {latency_ms:.1f} ms late.\n\n{provenance(parser.prog, argv)}")
     return 0
 
 

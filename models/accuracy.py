@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.report import provenance, table
+
 from .dataset import DATA_DIR, Sample, datasets
 from .images import read_image
 from .runtime import Detections, load_detector
@@ -110,6 +112,29 @@ def run(detector, samples: list[Sample]) -> list[Detections]:
     return [detector.detect(read_image(path)) for path, _ in samples]
 
 
+def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per sequence and backend."""
+    rows = []
+    for name, entry in report["sequences"].items():
+        for backend, r in entry.items():
+            if backend.startswith("agreement_"):
+                continue
+            width = r["iou50_recall_by_width"]
+            rows.append((name, backend, r["frames"], r["gt"], r["iou50"]["precision"], r["iou50"]["recall"],
+                         *(width[b]["recall"] for b in SIZE_BUCKETS), r["centre_in_gt"]["precision"],
+                         r["centre_in_gt"]["recall"], r["best_iou"]["p50"]))
+    agree = [f"{name}: {k.removeprefix('agreement_').replace('_vs_', ' vs ')} differ in the face count on "
+             f"{a['count_mismatch_frames']} of {a['frames']} frames, boxes by up to {a['max_box_diff_px']} px"
+             for name, entry in report["sequences"].items() for k, a in entry.items() if k.startswith("agreement_")]
+    frames = "every frame" if report["every"] == 1 else f"every {report['every']}th frame"
+    return "\n".join([f"detector `{report['variant']}`, score ≥ {report['score_threshold']}, {frames} of the clips, "
+                      "every image of WIDER", "",
+                      table(["sequence", "backend", "frames", "faces", "precision", "recall",
+                             "recall < 20 px", "recall 20–50 px", "recall > 50 px", "centre-in-box precision",
+                             "centre-in-box recall", "median best IoU"], rows, numeric_from=2),
+                      *(["", *(f"- {line}" for line in agree)] if agree else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack eval-detector", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=list(MODELS), default="full")
@@ -117,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--every", type=int, default=1, help="use every Nth frame of the clips")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     backends = [b for b in args.backends.split(",") if b]
     detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold) for b in backends}
-    report = {"variant": args.variant, "score_threshold": args.score_threshold, "sequences": {}}
+    report = {"variant": args.variant, "score_threshold": args.score_threshold, "every": args.every, "sequences": {}}
     for name, samples in datasets(args.data_dir).items():
         samples = samples if name.startswith("widerface") else samples[::args.every]
         found = {b: run(d, samples) for b, d in detectors.items()}
@@ -130,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["agreement_" + "_vs_".join(backends[:2])] = agreement(found[backends[0]], found[backends[1]])
         report["sequences"][name] = entry
         log.info("%s: %s", name, json.dumps(entry[backends[0]]))
-    print(json.dumps(report))
+    print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 
 

@@ -23,6 +23,9 @@ import numpy as np
 
 from .blazeface.postprocess import preprocess
 from .blazeface.tflite import litert_infer
+from common.report import provenance
+from common.report import table as md_table
+
 from .build import BUILD_DIR, Builder, tuning_db_path
 from .cpu import describe
 from .dataset import DATA_DIR
@@ -114,6 +117,16 @@ def table(times: dict[str, list[float]], reference: str = "litert_xnnpack", eage
             for n, t in times.items()]
 
 
+def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per backend."""
+    ref = report["reference"]
+    rows = [(r["backend"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", r[f"p50_over_{ref}"], r["speedup_vs_eager"])
+            for r in sorted(report["results"], key=lambda r: r["p50_ms"])]
+    return "\n".join([f"{report['model']}, {report['input'][0]}x{report['input'][1]}, {report['threads']} thread(s), "
+                      f"{report['rounds']} interleaved rounds on one real frame; LLVM CPU `{report['cpu']['llvm_mcpu']}`", "",
+                      md_table(["backend", "p50 ms", "p99 ms", f"p50 / {ref}", "speed-up vs eager"], rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack bench detector", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=["short", "full"], default="full")
@@ -122,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame", type=Path, help=f"image to run on (default {DEFAULT_FRAME} in the data dir)")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import cv2
@@ -138,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     backends = load_backends(args.variant, args.threads, calib, args.build_dir)
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
-    print(json.dumps({"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
-                      "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-                      "reference": "litert_xnnpack", "results": table(times)}))
+    report = {"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
+              "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
+              "reference": "litert_xnnpack", "results": table(times)}
+    print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 
 
