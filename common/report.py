@@ -15,7 +15,8 @@ from typing import Iterable
 
 
 def cpu_name(path: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (x86 `model name`, else aarch64's `Model` / `Hardware`), or the machine type."""
+    """The CPU's model name (x86 `model name`, else aarch64's `Model` / `Hardware`) or the machine
+    type, with its widest vector ISA (AVX-512, AVX2; aarch64 dot product)."""
     try:
         text = path.read_text()
     except OSError:
@@ -24,7 +25,11 @@ def cpu_name(path: Path = Path("/proc/cpuinfo")) -> str:
     for line in text.splitlines():
         key, _, value = line.partition(":")
         found.setdefault(key.strip().lower(), value.strip())
-    return found.get("model name") or found.get("model") or found.get("hardware") or os.uname().machine
+    name = found.get("model name") or found.get("model") or found.get("hardware") or os.uname().machine
+    flags = set((found.get("flags") or found.get("features") or "").split())
+    isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimddp", "NEON dot product"))
+                if flag in flags), "")
+    return f"{name}, {isa}" if isa else name
 
 
 def provenance(command: str, argv: Iterable[str] | None) -> str:
