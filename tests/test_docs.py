@@ -72,3 +72,12 @@ def test_a_key_without_a_description_stops_the_generator():
     line = next(x for x in text.splitlines() if x.startswith("  every_n:"))
     with pytest.raises(ConfigDocError, match="detector.every_n has no description"):
         generate(text.replace(line, "  every_n: 3"))
+
+
+def test_a_markdown_report_says_where_its_figures_came_from():
+    from common.report import cpu_name, provenance, table
+
+    line = provenance("facetrack bench detector", ["--variant", "full"])
+    assert line.startswith("`facetrack bench detector --variant full` on ")
+    assert cpu_name() in line and "load average" in line and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", line)
+    assert table(["a", "b"], [("x", None)]).splitlines() == ["| a | b |", "|---|---:|", "| x | — |"]
