@@ -22,7 +22,7 @@ from common.report import provenance, table
 
 from .dataset import DATA_DIR, Sample, datasets
 from .images import read_image
-from .runtime import Detections, load_detector
+from .runtime import Detections, ModelFileError, load_detector
 from .zoo import MODELS
 
 log = logging.getLogger("facetrack.models.accuracy")
@@ -146,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     backends = [b for b in args.backends.split(",") if b]
-    detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold) for b in backends}
+    try:
+        detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold) for b in backends}
+    except (ModelFileError, ValueError) as exc:  # one line: a model not built, truncated, or an unknown backend
+        log.error("cannot load the detector: %s", exc)
+        return 1
     report = {"variant": args.variant, "score_threshold": args.score_threshold, "every": args.every, "sequences": {}}
     for name, samples in datasets(args.data_dir).items():
         samples = samples if name.startswith("widerface") else samples[::args.every]
