@@ -69,6 +69,7 @@ check-aarch64: setup apt-arm model
 # build the detector loads. Cached by a hash of the inputs: instant when up to date.
 model: setup
 	$(VENV)/bin/facetrack build-model
+	$(PY) -m models.yunet.weights
 	$(PY) -m models.facerec.weights
 	$(VENV)/bin/facetrack build-identity
 

@@ -31,7 +31,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 # The choices, once: Literal types for the Structs (msgspec and mypy both read them), and the
 # tuples derived from them for the code registries (tests/test_config.py compares the two).
 TrackerKind = Literal["kcf", "csrt", "mosse", "none"]
-DetectorModel = Literal["full", "short", "ssd-mobilenet"]
+DetectorModel = Literal["full", "short", "ssd-mobilenet", "yunet"]
 DetectorBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
 IdentityBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
 TRACKER_KINDS: tuple[str, ...] = typing.get_args(TrackerKind)
@@ -46,6 +46,7 @@ NonNegativeFloat = Annotated[float, Meta(ge=0)]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 Port = Annotated[int, Meta(ge=0, le=65535, description="TCP port; 0 = any free one where the service allows it")]
 JpegQuality = Annotated[int, Meta(ge=1, le=100)]
+Side = Annotated[int, Meta(ge=32, le=4096)]
 
 
 class ConfigError(Exception):
@@ -85,6 +86,7 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     variant: DetectorModel = "full"
+    input_size: tuple[Side, Side] = (640, 480)
     backend: DetectorBackend = "tvm"
     model_dir: str = "models/build"
     every_n: Positive = 3

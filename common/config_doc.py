@@ -92,6 +92,10 @@ def type_text(info: msgspec.inspect.Type, hint: object) -> str:
     if isinstance(info, msgspec.inspect.LiteralType):
         base = typing.get_origin(hint) is typing.Annotated and typing.get_args(hint)[0] or hint
         return _literal(typing.get_args(base) or info.values)
+    if isinstance(info, msgspec.inspect.TupleType):
+        return "[" + ", ".join(type_text(item, None) for item in info.item_types) + "]"
+    if isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.SetType)):
+        return f"list of {type_text(info.item_type, None)}"
     name = {msgspec.inspect.IntType: "int", msgspec.inspect.FloatType: "float", msgspec.inspect.StrType: "str",
             msgspec.inspect.BoolType: "bool"}.get(type(info), type(info).__name__)
     low = getattr(info, "ge", None), getattr(info, "gt", None)
@@ -115,6 +119,8 @@ def default_text(value: object) -> str:
         return f"`{str(value).lower()}`"
     if value == "":
         return '`""`'
+    if isinstance(value, (tuple, list)):
+        return f"`[{', '.join(map(str, value))}]`"
     return f"`{value}`"
 
 

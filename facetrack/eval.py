@@ -226,7 +226,7 @@ def load_detector(cfg: Config, backend: str | None):
     return load_face_detector(variant=cfg.detector.variant, backend=backend or cfg.detector.backend,
                 model_dir=model_dir if model_dir.is_absolute() else ROOT / model_dir,
                 score_threshold=cfg.detector.score_threshold, nms_iou=cfg.detector.nms_iou,
-                num_threads=cfg.detector.threads)
+                num_threads=cfg.detector.threads, input_size=cfg.detector.input_size)
 
 
 def fit_head(sequence: Sequence, images: list[np.ndarray], detector) -> dict[str, float]:

@@ -43,7 +43,7 @@ def load_models(cfg: Config):
         detector = load_detector(variant=cfg.detector.variant, backend=cfg.detector.backend,
                                  model_dir=_model_dir(cfg.detector.model_dir),
                                  score_threshold=cfg.detector.score_threshold, nms_iou=cfg.detector.nms_iou,
-                                 num_threads=cfg.detector.threads)
+                                 num_threads=cfg.detector.threads, input_size=cfg.detector.input_size)
         embedder = load_embedder(cfg.identity.backend, _model_dir(cfg.identity.model_dir), cfg.identity.threads)
     except (ModelFileError, EmbedderError) as e:
         raise EnrolError(str(e)) from None

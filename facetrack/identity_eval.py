@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.set)
     detector = load_detector(variant=cfg.detector.variant, backend=args.detector_backend,
                              score_threshold=cfg.detector.score_threshold, nms_iou=cfg.detector.nms_iou,
-                             num_threads=cfg.detector.threads)
+                             num_threads=cfg.detector.threads, input_size=cfg.detector.input_size)
     embedder = load_embedder(cfg.identity.backend, threads=cfg.identity.threads)
     memo: dict[int, np.ndarray] = {}
 

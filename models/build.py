@@ -29,7 +29,7 @@ log = logging.getLogger("facetrack.models.build")
 MODELS_DIR = Path(__file__).resolve().parent
 BUILD_DIR = MODELS_DIR / "build"
 TUNING_DIR = MODELS_DIR / "tuning"
-VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full, short, SSD-MobileNet
+VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full, short, SSD-MobileNet, YuNet
 # llvm: this machine (what the detector service loads); llvm-untuned: the same without the
 # tuning database, for benchmarks; aarch64: Raspberry Pi 5 (Cortex-A76) cross build.
 TVM_TARGETS = ("llvm", "llvm-untuned", "aarch64", "opencl", "cuda")
@@ -106,24 +106,26 @@ def _digest(*parts: str | bytes) -> str:
 
 
 def relax_module(onnx_path: Path, variant: str):
-    """ONNX -> Relax IRModule with the weights bound as constants."""
+    """ONNX -> Relax IRModule with the weights bound as constants, at the input shape the file was exported with."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
-    return from_onnx(onnx.load(str(onnx_path)), shape_dict={"input": list(MODELS[variant].input_shape)})
+    model = onnx.load(str(onnx_path))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return from_onnx(model, shape_dict={"input": dims})
 
 
 class Builder:
     """Makes the artefacts of one variant, skipping those whose input hash is unchanged."""
 
     def __init__(self, variant: str, build_dir: Path = BUILD_DIR, tuning_dir: Path = TUNING_DIR,
-                 force: bool = False):
+                 force: bool = False, input_size: tuple[int, int] | None = None):
         self.variant, self.force, self.tuning_dir = variant, force, tuning_dir
         self.dir = build_dir / variant
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
-        self.model = MODELS[variant]
+        self.model = MODELS[variant].at(input_size)  # a resizable model (YuNet) at another size
         self.code = _digest(*(p.read_bytes() for p in [*_CODE, *self.model.code]))
         self.weights_sha = self.model.weights_digest()
 
@@ -133,7 +135,8 @@ class Builder:
     def key(self, artefact: str) -> str:
         import torch
 
-        base = _digest(self.variant, self.weights_sha, self.code, torch.__version__, str(ONNX_OPSET))
+        base = _digest(self.variant, self.weights_sha, self.code, torch.__version__, str(ONNX_OPSET),
+                       str(self.model.input_shape))
         if artefact in ("torchscript", "onnx"):
             return _digest(base, artefact)
         import tvm
@@ -293,10 +296,10 @@ def _quiet_stdout():
 
 
 def build(variants: list[str], artefacts: list[str], force: bool = False, build_dir: Path = BUILD_DIR,
-          tuning_dir: Path = TUNING_DIR) -> dict[tuple[str, str], Path]:
+          tuning_dir: Path = TUNING_DIR, input_size: tuple[int, int] | None = None) -> dict[tuple[str, str], Path]:
     out = {}
     for variant in variants:
-        builder = Builder(variant, build_dir, tuning_dir, force)
+        builder = Builder(variant, build_dir, tuning_dir, force, input_size)
         for artefact in artefacts:
             out[variant, artefact] = builder.ensure(artefact)
     return out
@@ -311,6 +314,15 @@ def parse_targets(parser: argparse.ArgumentParser, text: str, known: tuple[str, 
     return targets
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"640x480" -> (640, 480)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack build-model", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=[*VARIANTS, "all"], default="full")
@@ -318,17 +330,24 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {','.join(TVM_TARGETS)} (TorchScript and ONNX are always made)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    p.add_argument("--input-size", type=parse_size, metavar="WxH",
+                   help="input size of a model that takes any (yunet; default: the size in models/zoo.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     targets = parse_targets(p, args.targets, TVM_TARGETS)
+    if args.input_size and args.variant != "all" and not MODELS[args.variant].resizable:
+        p.error(f"--input-size: the {args.variant} model has one size")
     for name in ("onnx_ir", "onnxscript"):  # one line per pass otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
     t0 = time.perf_counter()
     from .weights import fetch
+    from .yunet.weights import fetch as fetch_yunet
 
     fetch()  # set-up: a no-op when the verified .tflite files are there
-    build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir)
+    if "yunet" in variants:
+        fetch_yunet()
+    build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir, args.input_size)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return 0
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .blazeface.postprocess import preprocess, to_frame
 from .zoo import MODELS, DetectorModel
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
 BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
 _FILES = {"tvm": "llvm.so", "torchscript": "model.ts", "onnxruntime": "model.onnx"}
 
-RawOutputs = tuple[np.ndarray, np.ndarray]  # regressors (1, A, 16), classificator logits (1, A, 1)
+RawOutputs = tuple[np.ndarray, ...]  # the model's outputs (zoo: `outputs`), each (1, anchors, width)
 
 
 class ModelFileError(Exception):
@@ -33,48 +32,58 @@ class ModelFileError(Exception):
 class Detections:
     boxes: np.ndarray      # (N, 4) float32, x1 y1 x2 y2 in frame pixels
     scores: np.ndarray     # (N,) float32 in [0, 1]
-    keypoints: np.ndarray  # (N, 6, 2) float32 x y in frame pixels: eyes (R, L), nose, mouth, ears (R, L)
+    # (N, K, 2) float32 x y in frame pixels; BlazeFace K=6: eyes (R, L), nose, mouth, ears (R, L);
+    # YuNet K=5: eyes (R, L), nose, mouth corners (R, L); the SSD K=0
+    keypoints: np.ndarray
 
     def __len__(self) -> int:
         return len(self.scores)
 
 
 class FaceDetector:
-    """Letterbox -> network -> the model's decoding and NMS -> boxes in the frame's own pixels."""
+    """The model's preprocessing -> network -> its decoding and NMS -> boxes in the frame's own pixels."""
 
-    def __init__(self, variant: str, backend: str, infer: Callable[[np.ndarray], RawOutputs],
+    def __init__(self, model: DetectorModel, backend: str, infer: Callable[[np.ndarray], RawOutputs],
                  score_threshold: float, nms_iou: float, model_path: Path | None):
-        self.model: DetectorModel = MODELS[variant]
-        self.variant, self.backend, self.model_path = variant, backend, model_path
-        self.input_size: int = self.model.input_size
+        self.model = model
+        self.variant, self.backend, self.model_path = model.name, backend, model_path
+        self.input_size: tuple[int, int] = model.input_size
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
-        self.infer = infer  # (1, S, S, 3) float32 in [-1, 1] (NHWC) -> raw outputs
+        self.infer = infer  # the model's NHWC input (zoo: `preprocess`) -> raw outputs
 
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
-        x, letterbox = preprocess(frame_bgr, self.input_size)
+        x, placement = self.model.preprocess(frame_bgr)
         boxes, scores, kps = self.model.detections(self.infer(x), self.score_threshold, self.nms_iou)
-        boxes, kps = to_frame(boxes, kps, letterbox, frame_bgr.shape)
+        boxes, kps = self.model.to_frame(boxes, kps, placement, frame_bgr.shape)
         return Detections(boxes, scores, kps)
 
 
 def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path | None = None,
-                  score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None
-                  ) -> FaceDetector:
-    """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable."""
+                  score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None,
+                  input_size: tuple[int, int] | None = None) -> FaceDetector:
+    """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable.
+
+    `input_size` (width, height) sizes a model that takes any (YuNet); None: the model's own.
+    """
     if variant not in MODELS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(MODELS)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    model = MODELS[variant].at(input_size)
     path = None
     if backend in _FILES:
         path = Path(model_dir or BUILD_DIR) / variant / _FILES[backend]
         if not path.is_file():
             raise ModelFileError(f"model file {path} is missing: run `facetrack build-model --variant {variant}`")
-    infer = _LOADERS[backend](variant, path, num_threads)
-    _check_outputs(infer, MODELS[variant], path or backend)
-    return FaceDetector(variant, backend, infer, score_threshold, nms_iou, path)
+    infer = _LOADERS[backend](model, path, num_threads)
+    _check_outputs(infer, model, path or backend)
+    return FaceDetector(model, backend, infer, score_threshold, nms_iou, path)
+
+
+def _model(variant: str | DetectorModel) -> DetectorModel:
+    return MODELS[variant] if isinstance(variant, str) else variant
 
 
 def _reason(e: BaseException) -> str:
@@ -92,8 +101,9 @@ def _check_outputs(infer, model: DetectorModel, path) -> None:
     expected = tuple((1, model.anchors, width) for width in model.output_widths)
     if tuple(o.shape for o in outputs) != expected:
         got = " ".join(str(o.shape) for o in outputs)
-        raise ModelFileError(f"model file {path} is not the {model.name} model: outputs {got}, "
-                             f"expected {' '.join(map(str, expected))}")
+        size = "x".join(map(str, model.input_size))
+        raise ModelFileError(f"model file {path} is not the {model.name} model at {size}: outputs {got}, "
+                             f"expected {' '.join(map(str, expected))} (build it for that size?)")
 
 
 def set_tvm_threads(num_threads: int | None) -> None:
@@ -150,7 +160,7 @@ def tvm_runtime_only() -> None:
     sys.modules["torch"] = None  # type: ignore[assignment]
 
 
-def _load_tvm(variant: str, path: Path, num_threads: int | None):
+def _load_tvm(variant: str | DetectorModel, path: Path, num_threads: int | None):
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler passes imported
 
@@ -161,13 +171,12 @@ def _load_tvm(variant: str, path: Path, num_threads: int | None):
     except Exception as e:  # noqa: BLE001 - TVM raises several error types for a bad file
         raise ModelFileError(f"model file {path} is truncated or not a TVM library: {_reason(e)}") from None
     set_tvm_threads(num_threads)
-    size = MODELS[variant].input_size
-    x_tvm = tvm.runtime.empty((1, size, size, 3), "float32", tvm.cpu())  # one input tensor, reused
+    x_tvm = tvm.runtime.empty(_model(variant).input_shape, "float32", tvm.cpu())  # one input tensor, reused
 
     def infer(x: np.ndarray) -> RawOutputs:
         x_tvm.copyfrom(np.ascontiguousarray(x, np.float32))
-        reg, cls = main(x_tvm)
-        return reg.numpy(), cls.numpy()
+        out = main(x_tvm)
+        return (out.numpy(),) if isinstance(out, tvm.runtime.Tensor) else tuple(o.numpy() for o in out)
 
     return infer
 
@@ -180,13 +189,13 @@ def _torch_infer(module, num_threads: int | None):
 
     def infer(x: np.ndarray) -> RawOutputs:
         with torch.inference_mode():
-            reg, cls = module(torch.from_numpy(x))
-        return reg.numpy(), cls.numpy()
+            out = module(torch.from_numpy(x))
+        return tuple(o.numpy() for o in out) if isinstance(out, (tuple, list)) else (out.numpy(),)
 
     return infer
 
 
-def _load_torchscript(variant: str, path: Path, num_threads: int | None):
+def _load_torchscript(variant: str | DetectorModel, path: Path, num_threads: int | None):
     import torch
 
     try:
@@ -196,11 +205,11 @@ def _load_torchscript(variant: str, path: Path, num_threads: int | None):
     return _torch_infer(module, num_threads)
 
 
-def _load_torch(variant: str, path: None, num_threads: int | None):
-    return _torch_infer(MODELS[variant].network(), num_threads)
+def _load_torch(variant: str | DetectorModel, path: None, num_threads: int | None):
+    return _torch_infer(_model(variant).network(), num_threads)
 
 
-def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
+def _load_onnxruntime(variant: str | DetectorModel, path: Path, num_threads: int | None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -211,9 +220,10 @@ def _load_onnxruntime(variant: str, path: Path, num_threads: int | None):
     except Exception as e:  # noqa: BLE001
         raise ModelFileError(f"model file {path} is truncated or not an ONNX model: {_reason(e)}") from None
 
+    names = list(_model(variant).outputs)
+
     def infer(x: np.ndarray) -> RawOutputs:
-        first, second = session.run(list(MODELS[variant].outputs), {"input": x})
-        return first, second
+        return tuple(session.run(names, {"input": x}))
 
     return infer
 

