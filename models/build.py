@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch()  # set-up: a no-op when the verified .tflite files are there
     if "yunet" in variants:
         fetch_yunet()
-    build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir, args.input_size)
+    build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir, input_size=args.input_size)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return 0
 
