@@ -17,6 +17,7 @@ Sink kinds are checked by the sink process against its registry (services/sinks/
 from __future__ import annotations
 
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Literal
@@ -290,6 +291,24 @@ def _one_line(exc: msgspec.ValidationError, data: dict) -> str:
     return f"config key '{key}': {message}, got {value!r:.80}"
 
 
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def _substitute(key: str, value: str, subst: dict[str, str]) -> str:
+    """`value` with its {name} placeholders filled in ({{ and }} are literal braces). Only the
+    names in `subst`: str.format would also take {x.attr}, {x[0]} and format specs from a config."""
+    def fill(m: re.Match) -> str:
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        if m.group(1) in subst:
+            return subst[m.group(1)]
+        what = "a lone brace" if len(token) == 1 else f"unknown placeholder {token!r}"
+        raise ConfigError(f"config key '{key}': {what} in {value!r:.80} (placeholders: "
+                          f"{', '.join('{' + n + '}' for n in subst)}; write {{{{ and }}}} for braces)")
+    return _PLACEHOLDER.sub(fill, value)
+
+
 def _expand(cfg: Config) -> Config:
     """Expand {run_dir} and {stack_id}; make run_dir absolute against the checkout."""
     run_dir = Path(cfg.stack.run_dir)
@@ -299,8 +318,8 @@ def _expand(cfg: Config) -> Config:
     sections = {}
     for name in SECTIONS:
         section = getattr(cfg, name)
-        changes = {k: v.format(**subst) for k, v in msgspec.structs.asdict(section).items()
-                   if isinstance(v, str) and "{" in v}
+        changes = {k: _substitute(f"{name}.{k}", v, subst) for k, v in msgspec.structs.asdict(section).items()
+                   if isinstance(v, str) and ("{" in v or "}" in v)}
         sections[name] = msgspec.structs.replace(section, **changes)
     sections["stack"] = msgspec.structs.replace(sections["stack"], run_dir=str(run_dir))
     return msgspec.structs.replace(cfg, **sections)
@@ -316,7 +335,11 @@ def _apply_overrides(data: dict, overrides: typing.Iterable[str]) -> None:
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
             raise ConfigError(f"config key '{section}': expected a mapping")
-        data[section][key] = yaml.safe_load(raw) if raw else ""
+        try:
+            data[section][key] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config key '{path}': override value {raw!r:.80} is not valid YAML "
+                              f"({str(exc).splitlines()[0]}); quote it") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()) -> Config:

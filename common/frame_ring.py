@@ -2,7 +2,10 @@
 
 Capture owns the ring: it creates the segment (mode 0600, space reserved at once so a
 too-small /dev/shm fails at start, not with SIGBUS later), writes frame after frame into
-slot `frame_id % slots`, and unlinks it at exit. Everyone else attaches by `mmap` of the
+slot `frame_id % slots`, and unlinks it at exit. The owner holds an exclusive `flock` on the
+segment for its life: a second capture of the same name (another stack with the same
+stack.id) is refused, naming the owner's pid from the header, while a segment whose owner
+died (the kernel dropped its lock; a pid alone could have been reused) is replaced. Everyone else attaches by `mmap` of the
 /dev/shm file, which keeps Python's resource tracker out of it (before 3.13 the tracker
 unlinks segments it never owned when an attached process exits).
 
@@ -13,6 +16,7 @@ and the copy is thrown away (`read` returns None). The writer never waits for re
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import mmap
 import os
@@ -21,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.runs import new_run_id
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"FTRING01"
-_HEADER = struct.Struct("<8sIIQIIIQ")  # magic, version, slots, slot_bytes, width, height, channels, ring_id
+_HEADER = struct.Struct("<8sIIQIIIQI")  # magic, version, slots, slot_bytes, width, height, channels, ring_id, owner pid
 HEADER_BYTES = 64
 SLOT_HEADER_BYTES = 64  # seq u64, frame_id i64, t_capture f64, width u32, height u32
 ALIGN = 64
@@ -55,7 +61,7 @@ class FrameRing:
             os.close(fd)
             raise RingError(f"frame ring {path}: segment is {size} bytes, not a ring")
         self._mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        magic, version, slots, slot_bytes, width, height, channels, ring_id = _HEADER.unpack_from(self._mm, 0)
+        magic, version, slots, slot_bytes, width, height, channels, ring_id, _ = _HEADER.unpack_from(self._mm, 0)
         if magic != MAGIC or version != 1:
             self.close()
             raise RingError(f"frame ring {path}: not a facetrack ring (bad magic/version)")
@@ -76,14 +82,15 @@ class FrameRing:
     @classmethod
     def create(cls, name: str, width: int, height: int, slots: int, channels: int = 3,
                shm_dir: str | os.PathLike = "/dev/shm") -> "FrameRing":
-        """Create the ring (owner). A stale segment of the same name is removed first."""
+        """Create the ring (owner). A segment of the same name whose owner is alive is refused
+        (RingError naming its pid); one whose owner died is removed first."""
         path = ring_path(name, shm_dir)
         slot_bytes = _aligned(SLOT_HEADER_BYTES + width * height * channels)
         size = HEADER_BYTES + slots * slot_bytes
         if path.exists():
-            log.warning("frame ring %s: removing a stale segment left by an earlier run", path)
-            path.unlink()
+            _remove_unowned(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # cannot fail: the file is new and ours
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
@@ -96,8 +103,8 @@ class FrameRing:
                 f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
                 f"ring.slots / capture size ({exc.strerror})") from None
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            ring_id = int.from_bytes(os.urandom(8), "little") >> 1  # fits msgpack's int64
-            _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id)
+            ring_id = new_run_id()  # the capture run (common/runs.py)
+            _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id, os.getpid())
         log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
                  channels, size / 2**20)
         return cls(path, fd, owner=True)
@@ -166,6 +173,26 @@ class FrameRing:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _remove_unowned(path: Path) -> None:
+    """Unlink a segment left by a dead owner; RingError naming the pid of a live one."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            head = os.pread(fd, _HEADER.size, 0)
+            pid = _HEADER.unpack(head)[-1] if len(head) == _HEADER.size and head[:8] == MAGIC else 0
+            raise RingError(f"frame ring {path}: in use by pid {pid or 'unknown'} (another capture with the "
+                            f"same stack.id?); stop it or give this stack another stack.id") from None
+        log.warning("frame ring %s: removing a stale segment left by an earlier run", path)
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 class RingReader:

@@ -5,8 +5,9 @@ the frame it was computed on (IoU, one-to-one), and decides when a track's face 
 embedding: the first usable view, then only a view whose quality beats the best so far by
 `better_view`, at most `max_embeds_per_track` times. Each embedding keeps the track's
 best descriptor and its gallery match; a new gallery re-matches every live track at once.
-Tracks that leave the tracker's output are forgotten, and so is an id whose age went down:
-a restarted tracker reuses ids for other faces.
+Tracks that leave the tracker's output are forgotten, and so is every track of a tracker run
+that ended (common/runs.py): a new run numbers its tracks from 1 again, for other faces. Each
+Identity names the run of its track.
 
 Re-identification (`reid`): a forgotten track's descriptor is kept for `reid_window_s`; a new
 track whose first descriptor lies within the threshold of one continues it (`same_as`), and
@@ -23,6 +24,7 @@ import numpy as np
 from common.config import IdentityConfig
 from common.gallery import UNKNOWN, Match, Snapshot
 from common.messages import Detections, Identity, Tracks
+from common.runs import RunWatch
 from common.tracking import associate
 
 CONFIRMED = "confirmed"
@@ -60,21 +62,22 @@ class TrackIdentity:
             return self.continues.name
         return self.matched.name
 
-    def message(self, t: float) -> Identity:
+    def message(self, t: float, run_id: int) -> Identity:
         by_reid = self.matched.name == UNKNOWN and self.continues is not None
         return Identity(track_id=self.track_id, frame_id=self.frame_id, name=self.name,
                         distance=self.reid_distance if by_reid else self.matched.distance, t=t,
                         same_as=-1 if self.continues is None else self.continues.track_id,
-                        quality=self.best_quality)
+                        quality=self.best_quality, run_id=run_id)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A detection on `frame_id` matched to a track, with its view quality."""
+    """A detection on `frame_id` matched to a track of tracker run `run_id`, with its view quality."""
     track_id: int
     frame_id: int
     det_index: int
     quality: float
+    run_id: int = 0
 
 
 class IdentityBook:
@@ -85,11 +88,15 @@ class IdentityBook:
         self.states: dict[int, TrackIdentity] = {}
         self.latest_frame = -1
         self.live: set[int] = set()
-        self.ages: dict[int, int] = {}  # live track id -> its age in the latest tracks
+        self.run = RunWatch()  # the tracker run of the ids here
         self.departed: list[Departed] = []
 
     def on_tracks(self, msg: Tracks) -> list[int]:
         """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
+        restarted = self.run.changed(msg.run_id)
+        if restarted:  # the ids and frame ids of the earlier run mean nothing now
+            self.tracks.clear()
+            self.latest_frame, self.departed = -1, []
         self.tracks[msg.frame_id] = msg.tracks
         while len(self.tracks) > self.history:
             self.tracks.popitem(last=False)
@@ -97,15 +104,12 @@ class IdentityBook:
             return []
         self.latest_frame = msg.frame_id
         self.live = {t.id for t in msg.tracks}
-        ages = {t.id: t.age for t in msg.tracks}
-        # An id that got younger is a new track (a restarted tracker counts ids from 1 again).
-        gone = [tid for tid in self.states if tid not in self.live or ages[tid] < self.ages.get(tid, 0)]
+        gone = [tid for tid in self.states if restarted or tid not in self.live]
         for tid in gone:
             state = self.states.pop(tid)
-            if self.cfg.reid and state.descriptor is not None:
+            if self.cfg.reid and state.descriptor is not None and not restarted:
                 self.departed.append(Departed(tid, state.descriptor, state.name, msg.t_tracked))
         self.departed = [d for d in self.departed if msg.t_tracked - d.t <= self.cfg.reid_window_s]
-        self.ages = ages
         return gone
 
     def tracks_at(self, frame_id: int) -> list | None:
@@ -125,7 +129,7 @@ class IdentityBook:
         for ti, di in matches:
             tid = tracks[ti].id
             if self.wants(tid, qualities[di]):
-                out.append(Candidate(tid, msg.frame_id, di, qualities[di]))
+                out.append(Candidate(tid, msg.frame_id, di, qualities[di], self.run.run or 0))
         return out
 
     def wants(self, track_id: int, quality: float) -> bool:
@@ -138,8 +142,8 @@ class IdentityBook:
 
     def embedded(self, cand: Candidate, descriptor: np.ndarray, gallery: Snapshot, t: float) -> Identity | None:
         """Record an embedding of a still-live track; its Identity message, or None if the track is gone."""
-        if cand.track_id not in self.live:
-            return None
+        if cand.track_id not in self.live or cand.run_id != (self.run.run or 0):
+            return None  # ended, or of an earlier tracker run
         state = self.states.setdefault(cand.track_id, TrackIdentity(cand.track_id))
         state.embeds += 1
         if cand.quality > state.best_quality:
@@ -147,7 +151,7 @@ class IdentityBook:
             state.match = gallery.match(descriptor, self.cfg.threshold)
         if state.embeds == 1 and self.departed:
             self._reidentify(state)
-        return state.message(t)
+        return state.message(t, self.run.run or 0)
 
     def _reidentify(self, state: TrackIdentity) -> None:
         distances = [float(np.linalg.norm(d.descriptor - state.descriptor)) for d in self.departed]
@@ -164,8 +168,8 @@ class IdentityBook:
             before = state.name
             state.match = gallery.match(state.descriptor, self.cfg.threshold)
             if state.name != before:
-                out.append(state.message(t))
+                out.append(state.message(t, self.run.run or 0))
         return out
 
     def current(self, t: float) -> list[Identity]:
-        return [s.message(t) for s in self.states.values() if s.match is not None]
+        return [s.message(t, self.run.run or 0) for s in self.states.values() if s.match is not None]

@@ -51,7 +51,10 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Faces found on frame `frame_id` (which may be several frames old when it arrives).
 
-    boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are 6 (x, y) per face.
+    `ring_id` is the Frame's: the capture run the frame id counts in (0: not known).
+    boxes are [x1, y1, x2, y2] in pixels of the frame; keypoints are the same number of (x, y)
+    per face (BlazeFace: 6), none for a detector without landmarks (an empty set per face, or
+    an empty list).
     """
     TOPIC: typing.ClassVar[bytes] = b"detections"
     frame_id: int
@@ -61,6 +64,7 @@ class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     boxes: list[list[float]]
     scores: list[float]
     keypoints: list[list[list[float]]]
+    ring_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -72,6 +76,12 @@ class Detections(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"{len(self.scores)} scores for {len(self.boxes)} boxes")
         if len(self.keypoints) and len(self.keypoints) != len(self.boxes):
             raise ValueError(f"{len(self.keypoints)} keypoint sets for {len(self.boxes)} boxes")
+        if len({len(kps) for kps in self.keypoints}) > 1:
+            raise ValueError(f"keypoint sets of different sizes {sorted({len(kps) for kps in self.keypoints})}")
+        for kps in self.keypoints:
+            for point in kps:
+                if len(point) != 2 or not all(math.isfinite(v) for v in point):
+                    raise ValueError(f"a keypoint is 2 finite numbers [x, y], got {list(point)!r:.80}")
 
 
 class Track(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,7 +96,11 @@ class Track(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Tracks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The published tracks of one frame; `detect_every` is the tracker's wish for the detector."""
+    """The published tracks of one frame; `detect_every` is the tracker's wish for the detector.
+
+    `run_id` names the tracker run (common/runs.py): a track id names one face within a run
+    only, and frame ids grow within it. The tracker sets it on every message (0: not known).
+    """
     TOPIC: typing.ClassVar[bytes] = b"tracks"
     frame_id: int
     t_capture: float
@@ -94,6 +108,7 @@ class Tracks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tracks: list[Track]
     detect_every: Annotated[int, Meta(ge=1)] = 1
     detected: bool = False
+    run_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -111,6 +126,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     a name that came only from that track has the distance to that track's face. `quality` is
     the view quality of the face on `frame_id` (models/facerec/quality.py: eye distance x
     frontality x detector score; -1 when unknown): the sinks' snapshots take that frame's face.
+    `run_id` is the tracker run of `track_id` and `same_as` (Tracks.run_id).
     """
     TOPIC: typing.ClassVar[bytes] = b"identity"
     track_id: int
@@ -120,6 +136,7 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     t: float
     same_as: int = -1
     quality: float = -1.0
+    run_id: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -137,7 +154,10 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     `latency_ms` maps a path between two pipeline points (e.g. `capture_to_tracked`, from
     Frame.t_capture to Tracks.t_tracked) to its percentiles; `extra` holds the stage's other
-    numbers (queue depth, skipped frames, board temperature ...).
+    numbers (queue depth, skipped frames, board temperature ...). `program` is the supervisord
+    program the process runs as on this board ("" outside supervisord, and for metrics relayed
+    from another host: their pid and program are that host's), which is what the watchdog
+    acts on; `pid` is for people.
     """
     TOPIC: typing.ClassVar[bytes] = b"metrics"
     service: str
@@ -154,6 +174,7 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rss_bytes: int
     extra: dict[str, float] = msgspec.field(default_factory=dict)
     latency_ms: dict[str, Latency] = msgspec.field(default_factory=dict)
+    program: str = ""
     v: int = VERSION
 
     def __post_init__(self):

@@ -122,6 +122,12 @@ class Sender(Protocol):
     def send(self, msg) -> None: ...
 
 
+def supervisor_program() -> str:
+    """The supervisord program this process runs as, named as supervisorctl names it; "" outside it."""
+    name, group = os.environ.get("SUPERVISOR_PROCESS_NAME", ""), os.environ.get("SUPERVISOR_GROUP_NAME", "")
+    return f"{group}:{name}" if name and group and group != name else name
+
+
 class MetricsReporter:
     """Publishes the stage's Metrics once per period; call `tick()` from the main loop."""
 
@@ -134,6 +140,7 @@ class MetricsReporter:
         self.release_heap_s = release_heap_s
         self.proc = psutil.Process()
         self.proc.cpu_percent(None)
+        self.program = supervisor_program()
         self._next = time.monotonic() + period_s
         self._next_release = time.monotonic() + release_heap_s
 
@@ -156,6 +163,7 @@ class MetricsReporter:
             errors=self.stats.errors + self.stats.bus_errors(), cpu_percent=self.proc.cpu_percent(None),
             rss_bytes=self.proc.memory_info().rss,
             extra={**self.stats.extra, **self.stats.bus_extra(), **read_health()}, latency_ms=self.stats.latencies(),
+            program=self.program,
         )
 
 

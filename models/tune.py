@@ -6,7 +6,8 @@ small) and applied by every later `build-model` for that target. Candidates come
 single-thread design space (no parallel loops) of the graph models/graph.py makes.
 
 A run tunes in rounds of one task x `--round-trials` measured candidates, heaviest task first
-(FLOPs x uses), tasks under their budget first (`--heavy-trials` for each of the
+(FLOPs x uses): first every task not tuned yet (so the database soon covers the whole graph),
+then tasks under their budget (`--heavy-trials` for each of the
 `--heavy-tasks` heaviest, `--light-trials` for the rest; then the least tuned relative to its
 budget). After each round its records are folded into the committed database (a workload's
 record is replaced only by a faster one: models/tuning_db.py) and the measured candidates are
@@ -144,10 +145,15 @@ def tuning_target(isa: str | None, mcpu: str | None, threads: int):
 
 
 def next_task(tasks: list[Task], ledger: Ledger, budget: Budget, exhausted: set[str]) -> Task | None:
-    """The heaviest task under its budget; once all are met, the least tuned for its budget."""
+    """The heaviest task not yet tuned at all, so a database covers the whole graph early (a build
+    with a task missing from the database gets an untuned kernel); then the heaviest under its
+    budget; once all are met, the least tuned for its budget."""
     live = [t for t in tasks if t.key not in exhausted]
     if not live:
         return None
+    untouched = [t for t in live if ledger.measured(t.key) == 0]
+    if untouched:
+        return untouched[0]
     under = [t for t in live if ledger.measured(t.key) < budget.of(t.rank)]
     if under:
         return under[0]

@@ -16,6 +16,7 @@ from common.bus import Subscriber
 from common.config import ROOT
 from common.frame_ring import RingReader
 from common.messages import Detections, Frame, Tracks
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
 
 log = logging.getLogger("detector")
@@ -56,6 +57,7 @@ def serve(ctx: ServiceContext) -> None:
     stats = ctx.stats
     every_n = cfg.detector.every_n
     last_detected = None
+    capture = RunWatch()
     skipped = 0
     try:
         while not ctx.stop.is_set():
@@ -66,7 +68,7 @@ def serve(ctx: ServiceContext) -> None:
             stats.frames_in += len(batch.of(Frame))
             skipped += batch.skipped_frames  # by design: the detector works on the newest frame only
             newest = batch.newest_frame
-            if newest is not None and last_detected is not None and newest.frame_id < last_detected:
+            if newest is not None and capture.changed(newest.ring_id):
                 last_detected = None  # a restarted capture numbers from 0 again
             if newest is None or (last_detected is not None and newest.frame_id - last_detected < every_n):
                 continue
@@ -80,7 +82,7 @@ def serve(ctx: ServiceContext) -> None:
             last_detected = newest.frame_id
             ctx.publisher.send(Detections(
                 frame_id=newest.frame_id, t_capture=newest.t_capture, t_in=t_in, t_out=t_out,
-                boxes=found.boxes, scores=found.scores, keypoints=found.keypoints))
+                boxes=found.boxes, scores=found.scores, keypoints=found.keypoints, ring_id=newest.ring_id))
             stats.processed((t_out - t_in) * 1000)
             stats.latency("capture_to_infer", t_in - newest.t_capture)
             stats.latency("capture_to_detected", t_out - newest.t_capture)

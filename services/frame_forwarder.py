@@ -28,6 +28,7 @@ import time
 import typing
 
 import cv2
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -36,11 +37,14 @@ from common.curve import DetectorGate, serve_securely
 from common.frame_ring import RingReader
 from common.messages import (Detections, EncodedFrame, Frame, FrameRequest, MessageError, Metrics, Tracks,
                              decode, encode)
+from common.recent import RecentMap
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext
 
 log = logging.getLogger("forwarder")
 
 SEND_HWM = 4  # frames queued per remote detector at most (it asked for one at a time anyway)
+SENT_KEPT = 64  # frames sent whose ring is remembered for their detections
 
 
 def encode_frame(image, frame: Frame, quality: int, max_side: int) -> EncodedFrame:
@@ -128,7 +132,9 @@ def serve(ctx: ServiceContext) -> None:
     waiting: collections.OrderedDict[bytes, float] = collections.OrderedDict()
     every_n = det.every_n
     newest: Frame | None = None
+    sent_rings: RecentMap = RecentMap(SENT_KEPT)  # frame id -> ring id of the frames sent
     last_sent: int | None = None
+    capture = RunWatch()
     counters: dict[str, float] = {"forwarded": 0, "jpeg_bytes": 0, "detections_relayed": 0, "remote_malformed": 0,
                 "remote_waiting": 0, "encode_ms": 0.0, "remote_denied": 0, "remote_handshake_failed": 0}
     refused: set[str] = set()
@@ -164,9 +170,11 @@ def serve(ctx: ServiceContext) -> None:
                         if peer not in waiting:
                             log.debug("remote detector %s is free", msg.detector)
                         waiting[peer] = msg.t
-                    elif isinstance(msg, (Detections, Metrics)):
-                        ctx.publisher.send(msg)
-                        counters["detections_relayed"] += isinstance(msg, Detections)
+                    elif isinstance(msg, Metrics):  # another host's pid and program: none of ours
+                        ctx.publisher.send(msgspec.structs.replace(msg, program=""))
+                    elif isinstance(msg, Detections):  # the ring of the frame it was sent (the remote knows none)
+                        ctx.publisher.send(msgspec.structs.replace(msg, ring_id=sent_rings.get(msg.frame_id, 0)))
+                        counters["detections_relayed"] += 1
             if sub.sock in events:  # polled with the remote's socket: take what is queued
                 batch = Batch(sub.drain())
                 for msg in batch.of(Tracks):
@@ -176,9 +184,11 @@ def serve(ctx: ServiceContext) -> None:
             stats.errors = int(counters["remote_malformed"])
             counters["remote_waiting"] = len(waiting)
             stats.extra.update(counters, every_n=every_n, stale_frames=reader.stale)
+            if newest is not None and capture.changed(newest.ring_id):
+                last_sent = None  # a restarted capture numbers from 0 again
             if not waiting or newest is None or newest.frame_id == last_sent:
                 continue
-            if last_sent is not None and 0 <= newest.frame_id - last_sent < every_n:
+            if last_sent is not None and newest.frame_id - last_sent < every_n:
                 continue
             image = reader.read(newest, copy=False)
             if image is None:
@@ -195,6 +205,7 @@ def serve(ctx: ServiceContext) -> None:
                 stats.dropped += 1  # that detector's queue is full: it is gone or stuck
                 continue
             last_sent = newest.frame_id
+            sent_rings.remember(newest.frame_id, newest.ring_id)
             counters["forwarded"] += 1
             counters["jpeg_bytes"] += len(out.jpeg)
             stats.processed((time.perf_counter() - t0) * 1000)

@@ -9,7 +9,10 @@ face is embedded per loop turn, new tracks first, so the bus is drained between
 inferences and never queues. Never every frame: a track is embedded a handful of times.
 `Identity` messages go out when an answer is made or changes, and again every
 `republish_s` for late-joining sinks. The gallery file is reloaded when it changes; a
-missing or broken one leaves every face "unknown" but the service running.
+missing or broken one leaves every face "unknown" but the service running. A detector that
+finds faces without landmarks (the SSD detector: keypoints of shape (N, 0, 2)) gives nothing to
+align a face by: such faces are counted (`no_landmarks`), never embedded (an unaligned chip
+would name the wrong person), and one line says why; the service keeps running.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class Identifier:
         self.queue: dict[int, tuple[Candidate, np.ndarray]] = {}  # track id -> (candidate, aligned chip)
         self.gallery = GalleryWatcher(self.cfg.gallery, self.cfg.reload_s)
         self.embeds = 0
+        self.no_landmarks = 0  # faces detected without landmarks: not embedded
 
     def on_message(self, msg) -> None:
         if isinstance(msg, Frame):
@@ -84,18 +88,33 @@ class Identifier:
         ready = [d for d in self.pending if d.frame_id <= self.book.latest_frame]
         self.pending = [d for d in self.pending if d.frame_id > self.book.latest_frame]
         for det in ready:
+            if det.boxes and not any(det.keypoints):  # every face has as many landmarks (Detections checks)
+                self._without_landmarks(det)
+                continue
             qualities = [view_quality(k, s, self.cfg.min_eye_px) for k, s in zip(det.keypoints, det.scores)]
+            frame = self.frames.get(det.frame_id)
+            if det.ring_id and frame is not None and frame.ring_id != det.ring_id:
+                continue  # computed on a frame of an earlier capture run
             wanted = [c for c in self.book.candidates(det, qualities)
-                      if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality]
+                      if c.track_id not in self.queue or c.quality > self.queue[c.track_id][0].quality
+                      or c.run_id != self.queue[c.track_id][0].run_id]  # queued for an earlier tracker run's face
             if not wanted:
                 continue
-            frame = self.frames.get(det.frame_id)
             image = self.reader.read(frame, copy=False) if frame is not None else None
             if image is None:
                 self.ctx.stats.dropped += 1
                 continue
             for cand in wanted:
                 self.queue[cand.track_id] = (cand, align(image, det.keypoints[cand.det_index]))
+
+    def _without_landmarks(self, det: Detections) -> None:
+        if not self.no_landmarks:
+            log.warning("detections carry faces with no landmarks (detector.variant %s%s): faces cannot be "
+                        "aligned, so no track is named; use a detector with eye landmarks",
+                        self.ctx.config.detector.variant,
+                        f", or the remote detector at {self.ctx.config.detector.remote}" if self.ctx.config.detector.remote
+                        else "")
+        self.no_landmarks += len(det.boxes)
 
     def embed_one(self) -> None:
         """Embed the most urgent queued face: tracks without a name yet first, then the best view."""
@@ -126,6 +145,7 @@ class Identifier:
         """frames_in counts frames seen; frames_out, fps and p50/p99 are embeddings and their ms."""
         stats = self.ctx.stats
         stats.extra.update(embeds=self.embeds, queued=len(self.queue), gallery_faces=len(self.gallery.snapshot),
+                           no_landmarks=self.no_landmarks,
                            tracks_named=sum(1 for s in self.book.states.values()
                                             if s.match is not None and s.match.name != UNKNOWN),
                            stale_frames=self.reader.stale)

@@ -8,8 +8,8 @@ Every tracks frame id is either processed or counted as dropped (a gap in the id
 that never came or was overwritten in the ring, or skipped by a viewer that fell behind);
 the latency of a processed frame is now - t_capture (both wall-clock `time.time()`).
 Several sinks can run at once: each is its own subscriber. A sink that writes files names
-their directory (`Sink.record_root`, normally `sink.record_dir`); the loop prunes every file
-under it every `sink.retention_check_s` (services/sinks/retention.py), never per frame.
+their directory (`Sink.record_root`, normally `sink.record_dir`); a thread of the process prunes
+every file under it every `sink.retention_check_s` (services/sinks/retention.py), off the frame loop.
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
 from common.messages import Frame, Identity, Metrics, Tracks
 from common.recent import RecentMap
+from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
 from services.sinks import KINDS, Sink
 from services.sinks.pairing import FramePairer, Paired
 from services.sinks.snapshots import SnapshotBook
-from services.sinks.retention import Retention
+from services.sinks.retention import Pruner, Retention
 
 log = logging.getLogger("sink")
 
@@ -61,11 +62,14 @@ class SinkLoop:
         self.stale = 0
         self.failed = 0
         self.names = RecentMap(MAX_NAMES)  # track id -> name, from the identity service
+        self.run = RunWatch()  # the tracker run the names' track ids belong to
         root = sink.record_root()
         if root is None and snapshots is not None:  # a live view's or MQTT sink's snapshots are files too
             root = snapshots.directory.parent
-        self.retention = None if root is None else Retention.from_config(root, ctx.config.sink)
-        self._prune_at = 0.0  # the first turn prunes: a restart finds what accumulated
+        self.retention = None if root is None else Pruner(Retention.from_config(root, ctx.config.sink),
+                                                          ctx.config.sink.retention_check_s)
+        if self.retention is not None:
+            self.retention.start()
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -78,10 +82,14 @@ class SinkLoop:
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Tracks):
+                if self.run.changed(msg.run_id):
+                    self.names.clear()  # a new tracker run: its ids name other faces
                 tracks.append(msg)
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Identity):
+                if msg.run_id and msg.run_id != self.run.run:
+                    continue  # names a track of another tracker run
                 self.names.remember(msg.track_id, msg.name)
                 snapshot = None if book is None else book.identity_view(msg, self._pixels)
                 if snapshot is not None:
@@ -131,12 +139,12 @@ class SinkLoop:
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
     def tick(self) -> None:
-        """Every loop turn: the sink's own clock, and retention when it is due."""
+        """Every loop turn: the sink's own clock."""
         self.sink.tick()
-        now = time.monotonic()
-        if self.retention is not None and now >= self._prune_at:
-            self._prune_at = now + self.ctx.config.sink.retention_check_s
-            self.retention.prune(time.time())
+
+    def close(self) -> None:
+        if self.retention is not None:
+            self.retention.stop()
 
     def update_stats(self) -> None:
         stats = self.ctx.stats
@@ -172,6 +180,7 @@ def serve(ctx: ServiceContext, kind: str) -> None:
             loop.update_stats()
             ctx.metrics.tick()
     finally:
+        loop.close()
         sink.close()
         sub.close()
         if reader is not None:

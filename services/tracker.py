@@ -3,7 +3,9 @@
 It keeps up with the camera: frames it could not get to are skipped (counted), never
 queued. Detections arrive late, for an older frame; `TrackManager` matches them against
 the boxes the tracks had on that frame and carries the correction forward. Every processed
-frame's tracks are published, with the detection interval the tracker wants next.
+frame's tracks are published, with the detection interval the tracker wants next, under the
+tracker's run id (common/runs.py): new at every start, and again when capture restarts (a new
+ring), as the tracks then start afresh.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import numpy as np
 from common.bus import Subscriber
 from common.frame_ring import RingReader
 from common.messages import Detections, Frame, Tracks
+from common.runs import RunWatch, new_run_id
 from common.service import ServiceContext, run_service
 from common.tracking import FrameDetections, TrackManager
+from common.tracking.rate import FrameRate
 
 log = logging.getLogger("tracker")
 
@@ -29,22 +33,33 @@ def to_frame_detections(msg: Detections) -> FrameDetections:
 
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
-    manager = TrackManager(cfg.tracker, fps=cfg.capture.fps or 30.0,  # seconds to frames at the camera's rate
-                           start_score=cfg.detector.score_threshold)
+    rate = FrameRate(prior=cfg.capture.fps or 30.0)  # the source's rate, learnt from the frames
+    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=cfg.detector.score_threshold)
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)
     stats = ctx.stats
     pending: Detections | None = None
     last_frame_id: int | None = None
-    epoch_t = 0.0  # capture time of the first frame since the frame ids last went back
+    run_id, capture = new_run_id(), RunWatch()
+    log.info("tracker run %x", run_id)
     try:
         while not ctx.stop.is_set():
             ctx.metrics.tick()
             batch = sub.batch(timeout_ms=200)
+            newest = batch.newest_frame
+            if newest is not None and capture.changed(newest.ring_id):
+                # A restarted capture numbers its frames from 0 again: the tracks' history is
+                # keyed by the old numbers, so start afresh, as a new run.
+                run_id = new_run_id()
+                log.warning("capture restarted (new ring %x): tracks reset, tracker run %x", newest.ring_id, run_id)
+                manager.reset()
+                rate.reset()
+                pending, last_frame_id = None, None
+                stats.extra["resets"] = stats.extra.get("resets", 0) + 1
             for msg in batch.of(Detections):
-                if msg.t_capture < epoch_t:
-                    continue  # computed on a frame of the numbering before the reset
+                if msg.ring_id not in (0, capture.run):
+                    continue  # computed on a frame of another capture run
                 stats.latency("detected_to_tracker", time.time() - msg.t_out)
                 manager.detector_cost(1000 * (msg.t_out - msg.t_in))  # what a detection costs here
                 if pending is not None and pending.frame_id < msg.frame_id:
@@ -52,18 +67,13 @@ def serve(ctx: ServiceContext) -> None:
                 if pending is None or pending.frame_id < msg.frame_id:
                     pending = msg
             stats.frames_in += len(batch.of(Frame))
+            for frame in batch.of(Frame):
+                if frame.ring_id == capture.run:
+                    rate.see(frame.frame_id, frame.t_capture)
+            manager.fps = rate.fps  # seconds to frames at the rate the source delivers
             stats.dropped += batch.skipped_frames  # the tracker keeps up with the camera: skipped is lost
-            newest = batch.newest_frame
-            if newest is None:
+            if newest is None or (last_frame_id is not None and newest.frame_id <= last_frame_id):
                 continue
-            if last_frame_id is not None and newest.frame_id <= last_frame_id:
-                # A restarted capture numbers its frames from 0 again: the tracks' history is
-                # keyed by the old numbers, so start afresh (ids go on, never reused).
-                log.warning("frame ids went back from %d to %d (capture restarted?): tracks reset",
-                            last_frame_id, newest.frame_id)
-                manager.reset()  # ids go on: a sink never sees one id on two faces
-                pending, epoch_t = None, newest.t_capture
-                stats.extra["resets"] = stats.extra.get("resets", 0) + 1
             image = reader.read(newest, copy=False)
             if image is None:
                 stats.dropped += 1
@@ -80,12 +90,13 @@ def serve(ctx: ServiceContext) -> None:
             ctx.publisher.send(Tracks(
                 frame_id=newest.frame_id, t_capture=newest.t_capture, t_tracked=t_tracked,
                 tracks=tracks, detect_every=fixed_interval or manager.detect_interval,
-                detected=detections is not None))
+                detected=detections is not None, run_id=run_id))
             stats.latency("capture_to_tracked", t_tracked - newest.t_capture)
             stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.update(manager.counters)
             stats.extra["tracks"] = len(tracks)
             stats.extra["bridging"] = int(manager.bridging)
+            stats.extra["source_fps"] = rate.fps
     finally:
         sub.close()
         reader.close()

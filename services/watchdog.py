@@ -13,7 +13,11 @@ deadlocked) stops its metrics while supervisord still calls it RUNNING.
   watchdog's own metrics carry `silent_stages` and `silent_<service>` = 1/0 (`facetrack
   monitor` shows them). A stage whose program was stopped on purpose
   is reported once and then no longer watched.
-- Hung detector: the same process (same pid, still RUNNING under supervisord) silent for
+- Stages map to supervisord programs by the program named in their metrics (set from
+  supervisord's environment), never by pid: a remote detector's metrics, relayed by the frame
+  forwarder, carry another host's pid, which may be a local process's. Relayed metrics name no
+  program: such a stage is reported silent, never killed.
+- Hung detector: the same process (the program's pid, still RUNNING under supervisord) silent for
   `detector.deadline_s` is killed with SIGKILL through supervisord's XML-RPC interface
   (`supervisor.signalProcess` over the unix socket in $SUPERVISOR_SERVER_URL), and supervisord
   starts it again (autorestart; the watchdog calls `startProcess` if it does not). SIGKILL,
@@ -86,6 +90,7 @@ def supervisor_url(ctx: ServiceContext) -> str:
 @dataclass
 class Stage:
     service: str
+    program: str              # the supervisord program it runs as here; "" for none (remote, or outside it)
     pid: int
     last_seen: float          # monotonic time of its newest metrics
     silent: bool = False
@@ -134,13 +139,14 @@ class Watchdog:
             return
         stage = self.stages.get(msg.service)
         if stage is None:
-            log.info("watching stage %s (pid %d)", msg.service, msg.pid)
-            self.stages[msg.service] = Stage(msg.service, msg.pid, now)
+            log.info("watching stage %s (pid %d, %s)", msg.service, msg.pid,
+                     f"program {msg.program}" if msg.program else "not a program of this supervisord")
+            self.stages[msg.service] = Stage(msg.service, msg.program, msg.pid, now)
             return
         if stage.silent:
             log.info("stage %s reporting again after %.1f s (pid %d)", msg.service, now - stage.silent_since, msg.pid)
             stage.silent = False
-        stage.pid, stage.last_seen = msg.pid, now
+        stage.program, stage.pid, stage.last_seen = msg.program, msg.pid, now
 
     def _programs(self) -> dict[str, dict] | None:
         if self.supervisor is None:
@@ -156,19 +162,22 @@ class Watchdog:
 
     def check(self, now: float) -> None:
         programs = self._programs()
-        by_pid = {info["pid"]: name for name, info in (programs or {}).items() if info["pid"]}
         for service, stage in list(self.stages.items()):
             quiet = now - stage.last_seen
-            program = by_pid.get(stage.pid)
-            state = programs[program]["statename"] if program and programs is not None else None
+            info = programs.get(stage.program) if programs is not None and stage.program else None
+            # The program still runs the process that sent the metrics (not stopped, not restarted).
+            program = stage.program if info is not None and info["pid"] == stage.pid else None
+            state = info["statename"] if program and info is not None else None
             if quiet > self.silent_after and not stage.silent:
                 stage.silent, stage.silent_since = True, stage.last_seen
-                where = f"program {program}: {state}" if program else (
-                    "its pid is no longer a supervisord program" if programs is not None else "supervisord not reachable")
+                where = (f"program {program}: {state}" if program else
+                         "not a program of this supervisord" if not stage.program else
+                         f"program {stage.program} no longer runs it" if programs is not None else
+                         "supervisord not reachable")
                 log.warning("stage %s silent for %.1f s (pid %d, %s)", service, quiet, stage.pid, where)
             if programs is not None and program is None and stage.silent:
-                # The process is gone: stopped on purpose, or restarted under a new pid (whose
-                # metrics re-register it). Stop watching the old one.
+                # The process is gone (stopped on purpose, or restarted under a new pid, whose
+                # metrics re-register it), or not ours to act on: reported once, no longer watched.
                 del self.stages[service]
                 continue
             if program and RESTARTABLE in program:

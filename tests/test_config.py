@@ -7,6 +7,8 @@ import sys
 import msgspec
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.config import (DEFAULT_CONFIG, DETECTOR_BACKENDS, DETECTOR_MODELS, IDENTITY_BACKENDS, ROOT, SECTIONS, TRACKER_KINDS, Config,
                            ConfigError, load_config)
@@ -99,3 +101,56 @@ def test_service_stops_with_one_line_on_bad_config(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "'tracker.kind'" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("item, match", [
+    ("mqtt.topic_prefix={a", "'mqtt.topic_prefix': override value '{a' is not valid YAML"),
+    ("tracker.kind=[csrt", "'tracker.kind': override value '\\[csrt' is not valid YAML"),
+    ("sink.record_dir='{run_dir'", "'sink.record_dir': a lone brace in '{run_dir'"),
+    ("sink.record_dir=/data/{user}/records", "'sink.record_dir': unknown placeholder '{user}'"),
+    ("mqtt.client_id=x{}", "'mqtt.client_id': unknown placeholder '{}'"),
+    ("mqtt.client_id=x{stack_id.__class__}", "'mqtt.client_id': unknown placeholder"),
+    ("mqtt.password_file=pass}", "'mqtt.password_file': a lone brace"),
+])
+def test_a_brace_or_bad_yaml_in_a_value_names_the_key(item, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(DEFAULT_CONFIG, [item])
+    assert "\n" not in str(err.value)
+
+
+def test_placeholders_and_escaped_braces_expand():
+    cfg = load_config(DEFAULT_CONFIG, ["stack.id=hall", "mqtt.client_id=ft-{stack_id}-{{x}}",
+                                       "sink.record_dir='{run_dir}/{stack_id}'"])
+    assert cfg.mqtt.client_id == "ft-hall-{x}"
+    assert cfg.sink.record_dir == f"{ROOT}/run/hall"
+
+
+KEYS = [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in msgspec.structs.fields(cls)]
+# What a person may type or paste: braces, quotes, YAML and format syntax, control characters, long text.
+HOSTILE = st.one_of(
+    st.text(alphabet=st.sampled_from("{}[]:,#&*!|>'\"%@`\\ \t\n-?=.0123456789abcrun_dirstack_id"), max_size=24),
+    st.sampled_from(["{", "}", "{}", "{0}", "{run_dir", "{stack_id!r}", "{run_dir:>99999999}", "{{", "}}",
+                     "'", '"', "[", "]]", "- x", "a: b", "!!python/object:os.system", "&a *a", "*a", "|", ">",
+                     "%", "@", "`", "null", "~", "1e999", "-0", "nan", ".inf", "0x1F", "yes", "\x00", "\x1b[2J"]),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(KEYS), value=HOSTILE, via_file=st.booleans())
+def test_fuzz_any_key_any_string_loads_or_names_the_key(tmp_path_factory, key, value, via_file):
+    """Every key, any string, through --set or a YAML file: a config, or one line naming that key."""
+    overrides = []
+    path = DEFAULT_CONFIG
+    if via_file:
+        section, name = key.split(".")
+        path = tmp_path_factory.mktemp("cfg") / "fuzz.yaml"
+        path.write_text(yaml.safe_dump({section: {name: value}}))
+    else:
+        overrides = [f"{key}={value}"]
+    try:
+        load_config(path, overrides)
+    except ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message, message
+        assert f"'{key}'" in message or message.startswith("config: "), message

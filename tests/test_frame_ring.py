@@ -107,6 +107,39 @@ def test_segment_is_private_and_stale_one_replaced(tmp_path):
     ring.close()
 
 
+OWNER = """
+import sys
+from common.frame_ring import FrameRing
+ring = FrameRing.create(sys.argv[1], 32, 24, 2, shm_dir=sys.argv[2])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_live_owners_ring_is_refused_and_a_dead_owners_replaced(tmp_path):
+    """A second capture of the same name must not take over a live ring; once its owner is
+    killed (no chance to unlink), the segment is stale and a new capture replaces it."""
+    name = f"test-owned-{os.getpid()}"
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, name, str(tmp_path)], cwd=os.getcwd(),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        reader = FrameRing.attach(name, tmp_path)
+        with pytest.raises(RingError, match=f"in use by pid {owner.pid} ") as err:
+            FrameRing.create(name, 32, 24, 2, shm_dir=tmp_path)
+        assert "\n" not in str(err.value)
+        with FrameRing.attach(name, tmp_path) as again:
+            assert again.ring_id == reader.ring_id  # the owner's ring is untouched
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+    assert (tmp_path / name).exists()  # killed: the segment stays behind
+    ring = FrameRing.create(name, 32, 24, 2, shm_dir=tmp_path)
+    assert ring.ring_id != reader.ring_id
+    reader.close()
+    ring.close()
+
+
 def test_attach_errors_are_one_line(tmp_path):
     with pytest.raises(RingError, match="not found"):
         FrameRing.attach("missing", tmp_path)

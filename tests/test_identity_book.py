@@ -14,8 +14,8 @@ ALICE = np.zeros(128, np.float32)
 GALLERY = Snapshot(["alice"], ALICE[None])
 
 
-def tracks(frame_id, *boxes, state="confirmed", born=0, first_id=1, t=0.0):
-    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=t,
+def tracks(frame_id, *boxes, state="confirmed", born=0, first_id=1, t=0.0, run=1):
+    return Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=t, run_id=run,
                   tracks=[Track(id=first_id + i, box=list(b), score=1.0, state=state, age=frame_id - born)
                           for i, b in enumerate(boxes)])
 
@@ -75,11 +75,21 @@ def test_a_reused_track_id_is_a_new_track():
     [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
     book.embedded(cand, ALICE, GALLERY, t=0.0)
     assert book.on_tracks(tracks(6, (0, 0, 50, 50))) == []
-    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7)) == [1]  # the tracker restarted: age went down
+    assert book.on_tracks(tracks(7, (0, 0, 50, 50), born=7, run=2)) == [1]  # the tracker restarted: a new run
     assert book.states == {}
     [cand] = book.candidates(detections(7, (0, 0, 50, 50)), [10.0])
     book.embedded(cand, ALICE, GALLERY, t=0.0)
-    assert book.on_tracks(tracks(8, (0, 0, 50, 50), born=8)) == []  # a producer that never ages its tracks
+    assert book.on_tracks(tracks(8, (0, 0, 50, 50), born=7, run=2)) == []
+    assert [m.run_id for m in book.current(0.0)] == [2]  # names the run of its track
+
+
+def test_a_face_queued_before_a_tracker_restart_is_not_given_to_the_new_runs_id():
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(5, (0, 0, 50, 50)))
+    [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])  # queued, not embedded yet
+    book.on_tracks(tracks(1, (200, 0, 250, 50), run=2))  # restarted: id 1 is someone else now
+    assert book.embedded(cand, ALICE, GALLERY, t=0.0) is None
+    assert book.states == {}
 
 
 def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():

@@ -137,3 +137,54 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
     assert rc == 0, log[-3000:]
     assert "not a usable gallery" in log and "keeping the previous gallery" in log
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_faces_without_landmarks_leave_the_service_running_with_one_line(tmp_path, proxy):
+    """The SSD detector finds faces but no landmarks (keypoints of shape (N, 0, 2)): nothing to
+    align a face by. The service must keep running, name no one, and say why once."""
+    publish, subscribe = proxy
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["stack"].update(id=f"idn{os.getpid()}", run_dir=str(tmp_path))
+    config["bus"].update(publish=publish, subscribe=subscribe)
+    config["detector"].update(variant="ssd-mobilenet")
+    config["monitor"].update(interval_s=0.5)
+    config_path = tmp_path / "stack.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    cfg = load_config(config_path)
+    image = np.full((240, 320, 3), 128, np.uint8)
+    box = [100.0, 60.0, 180.0, 160.0]
+    log_path = tmp_path / "identity.log"
+    with FrameRing.create(cfg.ring_name, 320, 240, cfg.ring.slots) as ring, open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "services.identity", "--config", str(config_path)],
+                                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        sub = Subscriber(subscribe, [Identity.TOPIC, Metrics.TOPIC], hwm=1000)
+        pub = Publisher(publish, hwm=50)
+        try:
+            def feed(frame_id: int) -> None:
+                slot, seq = ring.write(frame_id, time.time(), image)
+                pub.send(Frame(stack="t", frame_id=frame_id, slot=slot, seq=seq, ring_id=ring.ring_id,
+                               t_capture=time.time(), width=320, height=240, source_pos=frame_id))
+                pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(),
+                                tracks=[Track(id=TRACK_ID, box=box, score=0.9, state="confirmed", age=frame_id)]))
+                pub.send(Detections(frame_id=frame_id, t_capture=0.0, t_in=0.0, t_out=time.time(), boxes=[box],
+                                    scores=[0.9], keypoints=np.zeros((1, 0, 2)).tolist()))
+
+            deadline, frame_id, seen = time.monotonic() + 60, 0, []
+            while not any(isinstance(m, Metrics) and m.service == "identity" and m.extra.get("no_landmarks", 0) >= 10
+                          for m in seen):
+                assert proc.poll() is None, "the identity service exited"
+                assert time.monotonic() < deadline, f"no count of faces without landmarks; saw {seen[-5:]}"
+                frame_id += 1
+                feed(frame_id)
+                while (msg := sub.recv(timeout_ms=30)) is not None:
+                    seen.append(msg)
+            assert not [m for m in seen if isinstance(m, Identity)]  # no face to align: no one named
+        finally:
+            sub.close()
+            pub.close()
+            proc.terminate()
+            rc = proc.wait(timeout=15)
+    log = log_path.read_text()
+    assert rc == 0 and "Traceback" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "no landmarks" in line]
+    assert len(lines) == 1 and "detector.variant ssd-mobilenet" in lines[0], log[-3000:]

@@ -72,8 +72,8 @@ def start_scene(stack, collector, sink) -> None:
 
 def test_track_events_state_machine():
     machine = TrackEvents()
-    def t(k, tracks):
-        return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks)
+    def t(k, tracks, run=1):
+        return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks, run_id=run)
 
     def box(s):
         return [10.0, 10.0, 10.0 + s, 10.0 + s]
@@ -92,7 +92,10 @@ def test_track_events_state_machine():
     assert end["duration_s"] == pytest.approx(0.1) and end["name"] == "ada"
     assert end["best_face"] == {"width": 50.0, "height": 50.0, "frame_id": 2}
     machine.tracks(t(9, [Track(2, box(20), 0.9, "confirmed")]))
-    assert [(k, f["reason"]) for k, f in machine.tracks(t(0, []))] == [("ended", "restart")]  # frame ids went back
+    # the tracker restarted (a new run) and numbers a new face 2 again: the old 2 ends, the new one starts
+    ev = machine.tracks(t(10, [Track(2, box(20), 0.9, "confirmed")], run=2))
+    assert [(k, f["reason"] if k == "ended" else None, f["track_id"], f["track"]) for k, f in ev] == \
+        [("ended", "restart", 2, f"{1:016x}-2"), ("started", None, 2, f"{2:016x}-2")]
 
 
 def test_link_counts_track_events_apart_from_metrics():

@@ -9,6 +9,7 @@ import pytest
 
 from common.config import SnapshotsConfig
 from common.messages import Frame, Identity, Track, Tracks
+from common.runs import track_key
 from models.runtime import load_detector
 from mqtt_support import Collector, Mosquitto
 from services.sinks.snapshots import SnapshotBook, crop, view_quality
@@ -63,7 +64,7 @@ def test_book_keeps_the_best_view_and_reads_pixels_only_for_it(tmp_path):
     lost = Track(id=4, box=[0, 0, 100, 100], score=0.9, state="lost")
     tiny = Track(id=5, box=[0, 0, 10, 10], score=0.9, state="confirmed")
     assert book.see(_frame(3), _tracks(3, lost, tiny), pixels) == []
-    assert book.get(3) is better and book.get(4) is None and book.get(5) is None
+    assert book.get(track_key(0, 3)) is better and book.get(track_key(0, 4)) is None and book.get(track_key(0, 5)) is None
 
 
 def test_an_identity_view_takes_that_frames_face_and_only_a_better_one_replaces_it(tmp_path):
@@ -88,7 +89,7 @@ def test_an_identity_view_takes_that_frames_face_and_only_a_better_one_replaces_
     step(1, face)
     chosen = book.identity_view(Identity(track_id=3, frame_id=1, name="ada", distance=0.3, t=0, quality=20.0), pixels)
     assert chosen is not None and (chosen.frame_id, chosen.scored_by, grey(chosen)) == (1, "identity", 10)
-    assert book.get(3) is chosen
+    assert book.get(track_key(0, 3)) is chosen
     assert step(2, bigger) == []  # a larger box no longer replaces an identity view
     again = Identity(track_id=3, frame_id=1, name="ada", distance=0.3, t=1, quality=20.0)  # the republished one
     assert book.identity_view(again, pixels) is None
@@ -174,7 +175,7 @@ def test_mqtt_sink_publishes_the_snapshot_and_names_it_in_events(stack, tmp_path
         topic = f"facetrack/{stack.stack_id}/snapshot"
         stack.publish_until(lambda: collector.raw(topic) and collector.select("tracks/started", stack.stack_id))
         [started] = collector.select("tracks/started", stack.stack_id)
-        assert started["track_id"] == 1 and started["snapshot"]["url"] == "/snapshots/1.jpg"
+        assert started["track_id"] == 1 and started["snapshot"]["url"] == f"/snapshots/{track_key(0, 1)}.jpg"
         assert (stack.tmp / "records" / "snapshots" / started["snapshot"]["file"]).is_file()
         jpeg, _ = collector.raw(topic)[0]
         assert faces_in(detector, jpeg) >= 1

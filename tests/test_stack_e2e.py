@@ -51,7 +51,7 @@ def score(gt: dict[int, np.ndarray], tracks: dict[int, list]) -> tuple[float, se
     return matched / len(gt), ids
 
 
-def run_sequence(run_dir: Path, port: int, **detector) -> tuple[float, set[int], Stack]:
+def run_sequence(run_dir: Path, port: int, tracker: dict | None = None, **detector) -> tuple[float, set[int], Stack]:
     data(SEQ.name)
     overrides = {
         "stack": {"id": f"e2e{os.getpid()}{run_dir.name}"},
@@ -60,6 +60,7 @@ def run_sequence(run_dir: Path, port: int, **detector) -> tuple[float, set[int],
         "capture": {"source": str(SEQ), "width": 0, "height": 0, "loop": False, "fps": 10},
         "sink": {"http_port": port},
         "detector": detector,
+        "tracker": tracker or {},
     }
     with Stack(run_dir, overrides, autostart={"capture": False, "sink-recorder": True}) as stack:
         stack.start(wait_for=ALL_BUT_CAPTURE)
@@ -85,7 +86,11 @@ def test_stack_tracks_the_face_of_a_real_sequence(tmp_path, free_port):
 def test_stack_runs_with_the_ssd_detector(tmp_path, free_port):
     """detector.variant ssd-mobilenet (face-api's SSD, through ONNX Runtime: its TVM build is untuned)."""
     build(["ssd-mobilenet"], ["onnx"])
-    fraction, ids, stack = run_sequence(tmp_path / "ssd", free_port, variant="ssd-mobilenet", backend="onnxruntime")
+    # In a run here no SSD detection matched this face for ~6 s (frames ~88-152 at 10 fps: the
+    # book in front of it, and SSD's cost on a loaded 2-core box): 9 s of max_lost_s bridge it. (The tracker used to turn max_lost_s into frames at a guessed 30 fps,
+    # so the default 3 s were 9 s of this 10 fps source, and this test relied on it unsaid.)
+    fraction, ids, stack = run_sequence(tmp_path / "ssd", free_port, {"max_lost_s": 9.0}, variant="ssd-mobilenet",
+                                        backend="onnxruntime")
     print(f"OTB-FaceOcc1-A with SSD-MobileNet: {fraction:.3f} of frames matched, ids {sorted(ids)}")
     assert "blazeface" not in stack.log("detector") and "ssd-mobilenet on onnxruntime" in stack.log("detector")
     assert fraction >= 0.85, stack.log("tracker")[-2000:]

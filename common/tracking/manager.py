@@ -161,8 +161,9 @@ class TrackManager:
 
     Call `step()` once per frame, in frame order, with the detections that arrived since the
     last call (or None); `detector_cost(ms)` with each detection's measured latency. Ask
-    `detect_interval` how often the detector should run. `fps` turns the config's seconds
-    into frames; detections scoring `start_score` (the detector's `score_threshold`) or more
+    `detect_interval` how often the detector should run. `fps` (the source's rate; the tracker
+    service sets it as it learns it, common/tracking/rate.py) turns the config's seconds into
+    frames, counted by frame id: frames the caller skipped count too; detections scoring `start_score` (the detector's `score_threshold`) or more
     start tracks, lower ones (down to `cfg.low_score`) only keep them. `detector_core`: whether
     the detector has a core of its own (default: measured, more than one CPU here).
     """
@@ -170,8 +171,8 @@ class TrackManager:
     def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5,
                  detector_core: bool | None = None):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
-        self.cfg, self.fps, self.start_score = cfg, fps, start_score
-        self.max_lost = int(round(cfg.max_lost_s * fps))
+        self.cfg, self.start_score = cfg, start_score
+        self.fps = fps
         self.costs = CostSchedule(detector_has_own_core() if detector_core is None else detector_core)
         self._next_id = 1
         self.reset()
@@ -189,6 +190,15 @@ class TrackManager:
         self._pending: list[FrameDetections] = []
         self._failures_since_det = 0
         self._interval = DetectInterval(self.cfg.interval_min, self.cfg.interval_max, self.cfg.adaptive)
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    @fps.setter
+    def fps(self, fps: float) -> None:
+        self._fps = fps
+        self.max_lost = int(round(self.cfg.max_lost_s * fps))
 
     def detector_cost(self, ms: float) -> None:
         """What one detection took (the detector's reported latency, ms)."""
@@ -210,10 +220,11 @@ class TrackManager:
         frame; one of a later frame is kept until that frame). Returns published tracks."""
         if self._frame_id is not None and frame_id <= self._frame_id:
             raise ValueError(f"frame {frame_id} is not after frame {self._frame_id}")
+        elapsed = 1 if self._frame_id is None else frame_id - self._frame_id  # source frames since the last step
         self._frame_id = frame_id
         self.counters["frames"] += 1
         for tr in self._tracks:
-            self._advance(tr, image, frame_id)
+            self._advance(tr, image, frame_id, elapsed)
         if detections is not None:
             self._pending.append(detections)
         due = [d for d in self._pending if d.frame_id <= frame_id]
@@ -238,11 +249,12 @@ class TrackManager:
             out.append(Track(tr.id, tr.box.tolist(), tr.score, state, frame_id - tr.born))
         return out
 
-    def _advance(self, tr: _Track, image: np.ndarray, frame_id: int) -> None:
-        """One frame: the Kalman prediction (the box of a lost track), then the correlation
-        tracker where there is one (timed: its cost per face drives the schedule). Failure, or a box that has left the
-        image, stops the tracker and marks the track lost."""
-        tr.since_match += 1
+    def _advance(self, tr: _Track, image: np.ndarray, frame_id: int, elapsed: int) -> None:
+        """One frame, `elapsed` source frames after the last: the Kalman prediction (the box of a
+        lost track), then the correlation tracker where there is one (timed: its cost per face
+        drives the schedule). Failure, or a box that has left the image, stops the tracker and
+        marks the track lost."""
+        tr.since_match += elapsed
         predicted = tr.motion.predict()
         if tr.tracker is not None:
             t0 = time.perf_counter()

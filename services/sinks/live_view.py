@@ -4,7 +4,9 @@
   /stream.mjpg  multipart/x-mixed-replace JPEG frames with the tracks drawn
   /snapshot.jpg the newest annotated frame
   /tracks.json  the newest tracks (the recorder's JSONL record, plus a colour per track)
-  /snapshots/<track id>.jpg  that track's best face view (snapshots.py), 404 when there is none
+  /snapshots/<track key>.jpg  that track's best face view (snapshots.py; the key names the
+                tracker run and the track id, common/runs.py; a bare track id is one of the
+                current run), 404 when there is none
   /healthz      200 while frames arrive, 503 before the first or after 5 s without one
   /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
 
@@ -29,6 +31,7 @@ from common.http_access import Access
 from common.http_server import GuardedHandler, GuardedServer
 from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
 from common.recent import RecentMap
+from common.runs import track_key
 from services.sinks.base import Sink
 from services.sinks.drawing import colour_hex, draw_tracks
 from services.sinks.latest import LatestFrame
@@ -39,7 +42,7 @@ from services.sinks.snapshots import KEPT, Snapshot, find_on_disk, snapshot_dir
 log = logging.getLogger("sink.live")
 
 BOUNDARY = "frame"
-SNAPSHOT_PATH = re.compile(r"/snapshots/(\d{1,9})\.jpg")
+SNAPSHOT_PATH = re.compile(r"/snapshots/((?:[0-9a-f]{16}-)?\d{1,9})\.jpg")
 
 
 class _Server(GuardedServer):
@@ -95,8 +98,9 @@ class _Handler(GuardedHandler):
             self._send(HTTPStatus.OK, "image/jpeg", jpeg[1])
 
     def _track_snapshot(self):
-        track_id = int(SNAPSHOT_PATH.fullmatch(self.path.split("?", 1)[0])[1])
-        jpeg = self.server.view.track_snapshot(track_id)
+        ref = SNAPSHOT_PATH.fullmatch(self.path.split("?", 1)[0])[1]
+        view = self.server.view
+        jpeg = view.track_snapshot(ref if "-" in ref else track_key(view.run_id, int(ref)))
         if jpeg is None:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", b"no snapshot of that track\n")
         else:
@@ -165,7 +169,8 @@ class LiveView(Sink, kind="live"):
         self.http = http  # credentials, TLS, connection bound
         self.stack = stack
         self.snapshot_dir = snapshots
-        self.snapshots: RecentMap = RecentMap(KEPT)  # track id -> JPEG of its best view
+        self.snapshots: RecentMap = RecentMap(KEPT)  # track key -> JPEG of its best view
+        self.run_id = 0  # the tracker run of the newest tracks shown
         self.host, self.port = cfg.http_host, port
         self.metrics_table = metrics
         self.latest = LatestFrame(cfg.jpeg_quality)
@@ -189,6 +194,7 @@ class LiveView(Sink, kind="live"):
         return f"{self._server.scheme if self._server else 'http'}://{host}:{self.port}/"
 
     def handle(self, paired: Paired) -> None:
+        self.run_id = paired.tracks.run_id
         record = paired.record(time.time())
         for track in record["tracks"]:
             track["color"] = colour_hex(track["id"])
@@ -198,14 +204,14 @@ class LiveView(Sink, kind="live"):
         self.metrics_table.update(msg)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
-        self.snapshots.remember(snapshot.track_id, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
+        self.snapshots.remember(snapshot.key, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
 
-    def track_snapshot(self, track_id: int) -> bytes | None:
-        """The newest snapshot of `track_id`: seen by this view, else saved by any sink before."""
-        jpeg = self.snapshots.get(track_id)
+    def track_snapshot(self, key: str) -> bytes | None:
+        """The newest snapshot of track `key`: seen by this view, else saved by any sink before."""
+        jpeg = self.snapshots.get(key)
         if jpeg is not None:
             return jpeg
-        path = find_on_disk(self.snapshot_dir, self.stack, track_id)
+        path = find_on_disk(self.snapshot_dir, self.stack, key)
         try:
             return None if path is None else path.read_bytes()
         except OSError:  # removed by retention meanwhile

@@ -20,7 +20,9 @@ Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`
 Every payload is one JSON object with `v` (payload version, now 1), `event`, `stack`, `t`
 (wall-clock seconds when published) and, for track events, `session` (random per sink start)
 and `seq` (0, 1, 2 ... per session): a consumer sees a lost event as a gap in `seq` and a
-duplicate (QoS 1 is at-least-once) as a repeated one.
+duplicate (QoS 1 is at-least-once) as a repeated one. Track events carry `track_id` and `track`,
+the track's key beyond its tracker run (common/runs.py: a restarted tracker numbers from 1 again,
+so key a track by `track`, not by `track_id`).
 
 The broker may go away: paho-mqtt reconnects by itself (backing off to mqtt.reconnect_max_s)
 and keeps every QoS>0 message it has not seen acknowledged (resent after the reconnect), at most
@@ -54,6 +56,7 @@ import paho.mqtt.client as mqtt
 
 from common.config import Config
 from common.messages import Identity, Metrics, Tracks
+from common.runs import RunWatch, track_key
 from services.sinks import home_assistant as ha
 from services.sinks.base import Sink
 from services.sinks.mqtt_connect import secure
@@ -74,6 +77,7 @@ FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this 
 class TrackLife:
     """What the sink remembers of one live track."""
     track_id: int
+    key: str  # the track beyond its run (common/runs.py)
     first_frame_id: int
     t_first: float  # t_capture of the first confirmed frame
     last_frame_id: int
@@ -94,28 +98,27 @@ class TrackEvents:
 
     A track starts the first time its id is published as confirmed and ends on the first Tracks
     message without its id (the tracker dropped it). Lost-state frames keep it alive but do not
-    count as seen. A frame id that goes back (a restarted capture or tracker) ends every track.
+    count as seen. A new tracker run (a restarted tracker or capture) ends every track.
     Each event is (kind, fields) with kind in EVENTS.
     """
 
     def __init__(self):
-        self.live: dict[int, TrackLife] = {}
-        self.last_frame_id: int | None = None
-        self.snapshot = lambda track_id: None
+        self.live: dict[int, TrackLife] = {}  # track id (of the run `run.run`) -> its life
+        self.run = RunWatch()
+        self.snapshot = lambda key: None
 
-    def _snapshot(self, track_id: int) -> dict | None:
-        found = self.snapshot(track_id)
+    def _snapshot(self, key: str) -> dict | None:
+        found = self.snapshot(key)
         return None if found is None else found.summary()
 
     def tracks(self, msg: Tracks, source_pos: int | None = None, names=None,
-               snapshot=lambda track_id: None) -> list[tuple[str, dict]]:
+               snapshot=lambda key: None) -> list[tuple[str, dict]]:
         """Events of one Tracks message; `names`: track id -> name known so far (the sink loop's);
-        `snapshot(track_id)`: its face snapshot, or None."""
+        `snapshot(key)`: the face snapshot of the track key (common/runs.py), or None."""
         self.snapshot = snapshot
         events = []
-        if self.last_frame_id is not None and msg.frame_id < self.last_frame_id:
+        if self.run.changed(msg.run_id):
             events += self.end_all("restart")
-        self.last_frame_id = msg.frame_id
         present = set()
         for t in msg.tracks:
             present.add(t.id)
@@ -123,14 +126,14 @@ class TrackEvents:
             if t.state != "confirmed":
                 continue
             if life is None:
-                life = self.live[t.id] = TrackLife(t.id, msg.frame_id, msg.t_capture, msg.frame_id, msg.t_capture,
-                                                   frames=0)
+                life = self.live[t.id] = TrackLife(t.id, track_key(msg.run_id, t.id), msg.frame_id, msg.t_capture,
+                                                   msg.frame_id, msg.t_capture, frames=0)
                 life.name = (names or {}).get(t.id)
                 events.append(("started", {
-                    "track_id": t.id, "frame_id": msg.frame_id, "source_pos": source_pos,
+                    "track_id": t.id, "track": life.key, "frame_id": msg.frame_id, "source_pos": source_pos,
                     "t_capture": msg.t_capture, "t_tracked": msg.t_tracked,
                     "box": [round(v, 1) for v in t.box], "score": round(t.score, 4), "name": life.name,
-                    "snapshot": self._snapshot(t.id)}))
+                    "snapshot": self._snapshot(life.key)}))
             life.frames += 1
             life.see(msg.frame_id, msg.t_capture, list(t.box))
         for tid in [tid for tid in self.live if tid not in present]:
@@ -142,7 +145,7 @@ class TrackEvents:
         if life is None or life.name == msg.name:
             return []
         life.name = msg.name
-        return [("identified", {"track_id": msg.track_id, "name": msg.name, "distance": round(msg.distance, 4),
+        return [("identified", {"track_id": msg.track_id, "track": life.key, "name": msg.name, "distance": round(msg.distance, 4),
                                 "frame_id": msg.frame_id})]
 
     def end_all(self, reason: str) -> list[tuple[str, dict]]:
@@ -151,10 +154,10 @@ class TrackEvents:
     def _end(self, tid: int, reason: str, frame_id: int | None) -> tuple[str, dict]:
         life = self.live.pop(tid)
         return ("ended", {
-            "track_id": tid, "reason": reason, "ended_frame_id": frame_id,
+            "track_id": tid, "track": life.key, "reason": reason, "ended_frame_id": frame_id,
             "first_frame_id": life.first_frame_id, "last_frame_id": life.last_frame_id, "frames": life.frames,
             "t_first": life.t_first, "t_last": life.t_last, "duration_s": round(life.t_last - life.t_first, 4),
-            "best_face": life.best, "name": life.name, "snapshot": self._snapshot(tid)})
+            "best_face": life.best, "name": life.name, "snapshot": self._snapshot(life.key)})
 
 
 class MqttLink:

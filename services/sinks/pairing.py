@@ -1,8 +1,8 @@
 """Pairs each `Tracks` message with the `Frame` message of the same frame id.
 
 Tracks for frame k arrive after Frame k (tracker latency), so frames wait in a small
-dict until their tracks come. Every tracks frame id from the first one seen is accounted
-for exactly once: paired, or dropped as a gap (the tracker skipped it or the bus lost it),
+dict until their tracks come. Every tracks frame id of a tracker run (common/runs.py) from
+the first one seen is accounted for exactly once: paired, or dropped as a gap (the tracker skipped it or the bus lost it),
 as missing (its Frame message never came, or fell out of the dict) or as skipped (by a
 sink that handles only the newest frame). Frames whose
 tracks never come leave the dict silently: the gap in tracks ids has counted them.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.messages import Frame, Tracks
+from common.runs import RunWatch
 
 if TYPE_CHECKING:
     from services.sinks.snapshots import Snapshot, SnapshotBook
@@ -37,8 +38,9 @@ class Paired:
         assert self.image is not None, "no pixels: the sink does not declare needs_pixels"
         return self.image
 
-    def snapshot(self, track_id: int) -> Snapshot | None:
-        return None if self.snapshots is None else self.snapshots.get(track_id)
+    def snapshot(self, key: str) -> Snapshot | None:
+        """The snapshot of the track `key` (common/runs.py's track_key)."""
+        return None if self.snapshots is None else self.snapshots.get(key)
 
     def record(self, t_sink: float) -> dict:
         """The JSON form shared by the recorder's tracks.jsonl and the live view's /tracks.json."""
@@ -61,6 +63,7 @@ class FramePairer:
         self.capacity = capacity
         self.frames: dict[int, Frame] = {}
         self.last_tracks_id: int | None = None
+        self.run = RunWatch()
         self.gap = 0
         self.missing = 0
         self.skipped = 0
@@ -72,21 +75,23 @@ class FramePairer:
 
     def match(self, tracks: Tracks) -> Frame | None:
         """The Frame of `tracks`, or None (counted in `missing`); older frames are forgotten."""
-        frame = self._advance(tracks.frame_id)
+        frame = self._advance(tracks)
         if frame is None:
             self.missing += 1
         return frame
 
     def skip(self, tracks: Tracks) -> None:
         """Account for `tracks` as skipped (a viewer behind handles only the newest)."""
-        self._advance(tracks.frame_id)
+        self._advance(tracks)
         self.skipped += 1
 
-    def _advance(self, k: int) -> Frame | None:
+    def _advance(self, tracks: Tracks) -> Frame | None:
+        k = tracks.frame_id
+        if self.run.changed(tracks.run_id):
+            self.last_tracks_id = None  # a new run: its frame ids are counted from its first
         last = self.last_tracks_id
         if last is not None and k > last + 1:
             self.gap += k - last - 1
-        # k <= last: a restarted capture/tracker numbering again; start counting afresh.
         self.last_tracks_id = k
         frame = self.frames.pop(k, None)
         for old in [i for i in self.frames if i < k]:

@@ -75,7 +75,7 @@ class PrivacyView(LiveView, kind="privacy"):
         self.blurred += len(boxes)
         self.latest.put(blur_faces(paired.pixels, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
 
-    def track_snapshot(self, track_id: int) -> None:
+    def track_snapshot(self, key: str) -> None:
         return None  # faces stay private: /snapshots/ answers 404 here
 
     def stats(self) -> dict[str, float]:

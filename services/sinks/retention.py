@@ -2,6 +2,7 @@
 
     retention = Retention(root, max_bytes=1024 * 2**20, max_age_s=7 * 86400)
     counts = retention.prune(time.time())   # every few seconds, never per frame
+    Pruner(retention, every_s=5.0).start()  # the same, in a thread of its own
 
 `prune` walks every regular file under `root` (whoever wrote it: the recorder's segments of
 every session, the jsonl sink's, face snapshots), deletes those last modified more than
@@ -14,9 +15,14 @@ older than `QUIET_S`, so a writer makes its directory when it is missing
 (`mkdir(parents=True, exist_ok=True)`) before writing into it. Several processes may prune
 the same root at once: a file one of them deleted first is skipped.
 
+A prune deletes at most `MAX_DELETES` files (the next one goes on): a backlog of months is
+worked off in steps rather than one pass of minutes.
+
 A sink kind that writes files gets this for nothing: its `record_root()` (services/sinks/
 base.py) returns the directory they are under, normally `Path(ctx.config.sink.record_dir)`,
-and the sink loop (services/sink.py) prunes that root every `sink.retention_check_s` with
+and the sink process (services/sink.py) runs a `Pruner`: a thread that prunes that root every
+`sink.retention_check_s`, off the frame loop (a walk of a directory of months of files on an
+SD card takes seconds; the loop never waits for it), with
 the limits `sink.max_record_mb` and `sink.retention_days` (`Retention.from_config`), and adds
 `stats()` to the sink's metrics. Any file under `sink.record_dir` is pruned by whichever
 sink runs, whoever wrote it.
@@ -28,6 +34,8 @@ import fcntl
 import logging
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +43,7 @@ log = logging.getLogger("sink.retention")
 
 LOG_EVERY_S = 600.0  # a prune that deletes logs one line at most this often (the metrics count every one)
 QUIET_S = 60.0  # an emptied directory with a write younger than this is kept (a writer may be in it)
+MAX_DELETES = 1000  # files one prune deletes at most
 
 
 def mark_in_use(fd: int) -> None:
@@ -57,9 +66,9 @@ class PruneCounts:
     bytes: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    path: Path
+    path: str  # a str, not a Path: a walk of months of files keeps one per file
     size: int
     mtime: float
 
@@ -88,13 +97,14 @@ class Retention:
         for e in sorted(entries, key=lambda e: e.mtime):  # oldest first
             too_old = self.max_age_s > 0 and e.mtime < now - self.max_age_s
             too_big = self.max_bytes > 0 and kept_bytes > self.max_bytes
-            if not (too_old or too_big):
-                break  # the rest are younger, and the size limit is met
+            if not (too_old or too_big) or counts.files_deleted >= MAX_DELETES:
+                break  # the rest are younger and the size limit is met, or the next prune goes on
             if self._delete(e):
                 counts.files_deleted += 1
                 counts.bytes_deleted += e.size
                 kept_bytes -= e.size
-                emptied[e.path.parent] = max(emptied.get(e.path.parent, 0.0), e.mtime)
+                parent = Path(e.path).parent
+                emptied[parent] = max(emptied.get(parent, 0.0), e.mtime)
         for directory, newest in sorted(emptied.items(), key=lambda d: len(d[0].parts), reverse=True):
             if directory != self.root and now - newest >= QUIET_S:
                 with contextlib.suppress(OSError):  # not empty: something else is in it
@@ -122,9 +132,9 @@ class Retention:
         entries = []
         for top, _, names in os.walk(self.root):
             for name in names:
-                path = Path(top, name)
+                path = os.path.join(top, name)
                 try:
-                    st = path.lstat()
+                    st = os.lstat(path)
                 except FileNotFoundError:
                     continue
                 if stat.S_ISREG(st.st_mode):
@@ -150,3 +160,32 @@ class Retention:
             return True
         finally:
             os.close(fd)
+
+
+class Pruner:
+    """Runs `retention.prune` every `every_s` in a thread of its own, from the moment it starts
+    (a restart finds what accumulated), so no walk of the directory ever stalls a frame loop."""
+
+    def __init__(self, retention: Retention, every_s: float):
+        self.retention, self.every_s = retention, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stats(self) -> dict[str, float]:
+        return self.retention.stats()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.retention.prune(time.time())
+            except OSError as exc:  # the walk itself skips what it cannot read; this is rarer
+                log.error("retention under %s: %s", self.retention.root, exc)
+            self._stop.wait(self.every_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

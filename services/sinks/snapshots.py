@@ -10,7 +10,9 @@ the frame, in pixels) times the detector's score: large, unoccluded faces win; a
 the snapshot when it beats it by `snapshots.better_view`, at most once every
 `snapshots.min_interval_s`. Pixels are read from the ring only for the frames used.
 
-Files are `<sink.record_dir>/snapshots/<stack>-<track start>-<track id>.jpg`, written through
+A track is named by its key (common/runs.py: the tracker run and the track id), as ids start
+again at 1 in each tracker run; a new run ends every live track. Files are
+`<sink.record_dir>/snapshots/<stack>-<track start>-<track key>.jpg`, written through
 a temporary file and a rename, so a reader never sees half a JPEG and two sink processes
 writing the same snapshot do not collide. They live under the record directory, so the
 recordings' retention (size and age; services/sinks/retention.py) bounds them too: the loop of
@@ -36,6 +38,7 @@ import numpy as np
 from common.config import Config, SnapshotsConfig
 from common.messages import Frame, Identity, Track, Tracks
 from common.recent import RecentMap
+from common.runs import RunWatch, track_key
 
 log = logging.getLogger("sink.snapshots")
 
@@ -47,14 +50,15 @@ def snapshot_dir(cfg: Config) -> Path:
     return Path(cfg.sink.record_dir) / "snapshots"
 
 
-def url_path(track_id: int) -> str:
-    """Where the live view serves a track's snapshot."""
-    return f"/snapshots/{track_id}.jpg"
+def url_path(key: str) -> str:
+    """Where the live view serves a track's snapshot (`key`: common/runs.py's track_key)."""
+    return f"/snapshots/{key}.jpg"
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     track_id: int
+    key: str  # the track beyond its run (common/runs.py)
     frame_id: int
     t_capture: float
     quality: float
@@ -65,7 +69,7 @@ class Snapshot:
 
     def summary(self) -> dict:
         """The form events refer to a snapshot by."""
-        return {"url": url_path(self.track_id), "file": self.path.name, "frame_id": self.frame_id,
+        return {"url": url_path(self.key), "file": self.path.name, "frame_id": self.frame_id,
                 "quality": round(self.quality, 2), "scored_by": self.scored_by, "bytes": len(self.jpeg)}
 
 
@@ -104,41 +108,44 @@ class SnapshotBook:
         self.cfg = cfg
         self.directory = directory
         self.stack = stack
-        self.live: dict[int, _Best] = {}
-        self.ended: RecentMap = RecentMap(KEPT)
-        self.last_frame_id = -1
+        self.live: dict[str, _Best] = {}  # track key -> its best view so far
+        self.ended: RecentMap = RecentMap(KEPT)  # track key -> Snapshot
+        self.run = RunWatch()  # the tracker run of `live`
         self.frames: RecentMap = RecentMap(RECENT)  # frame id -> Frame message
-        self.boxes: RecentMap = RecentMap(RECENT)  # frame id -> {track id: box}
+        self.boxes: RecentMap = RecentMap(RECENT)  # (tracker run, frame id) -> {track id: box}
         self.made = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> SnapshotBook:
         return cls(cfg.snapshots, snapshot_dir(cfg), cfg.stack.id)
 
-    def get(self, track_id: int) -> Snapshot | None:
-        best = self.live.get(track_id)
+    def get(self, key: str) -> Snapshot | None:
+        """The snapshot of the track `key` (track_key(run, id)), live or recently ended."""
+        best = self.live.get(key)
         if best is not None:
             return best.snapshot
-        return self.ended.get(track_id)
+        return self.ended.get(key)
 
     def remember(self, msg: Frame | Tracks) -> None:
         """Every Frame and Tracks message (skipped ones too): an identity view may name their frame."""
         if isinstance(msg, Frame):
             self.frames.remember(msg.frame_id, msg)
         else:
-            self.boxes.remember(msg.frame_id, {t.id: t.box for t in msg.tracks})
+            self.boxes.remember((msg.run_id, msg.frame_id), {t.id: t.box for t in msg.tracks})
 
     def identity_view(self, msg: Identity, pixels: Callable[[Frame], np.ndarray | None]) -> Snapshot | None:
         """The identity service's better view of a live track: that frame's face, if still in the ring."""
-        best = self.live.get(msg.track_id)
+        run = msg.run_id or self.run.run or 0
+        key = track_key(run, msg.track_id)
+        best = self.live.get(key)
         if best is None or msg.quality <= best.identity_quality:
             return None  # not a live confirmed track, or a republished / no better view
-        frame, box = self.frames.get(msg.frame_id), self.boxes.get(msg.frame_id, {}).get(msg.track_id)
+        frame, box = self.frames.get(msg.frame_id), self.boxes.get((run, msg.frame_id), {}).get(msg.track_id)
         image = None if frame is None or box is None else pixels(frame)
         if frame is None or image is None:
             self.identity_missed += 1
             return None
-        snapshot = self._make(image, frame, msg.track_id, box, msg.quality, best, "identity")
+        snapshot = self._make(image, frame, msg.track_id, key, box, msg.quality, best, "identity")
         if snapshot is not None:
             best.snapshot, best.t_saved, best.identity_quality = snapshot, time.monotonic(), msg.quality
             self.identity_views += 1
@@ -148,15 +155,15 @@ class SnapshotBook:
         """Update from one frame's tracks; `pixels()` reads the frame (only called when needed).
 
         Returns the snapshots made from this frame (new tracks, better views)."""
-        restarted = tracks.frame_id < self.last_frame_id  # a restarted tracker numbers its tracks afresh
-        self.last_frame_id = tracks.frame_id
-        self._end_missing(set() if restarted else {t.id for t in tracks.tracks})
+        restarted = self.run.changed(tracks.run_id)  # a new tracker run numbers its tracks afresh
+        self._end_missing(set() if restarted else {track_key(tracks.run_id, t.id) for t in tracks.tracks})
         now = time.monotonic()
         wanted = []
         for t in tracks.tracks:
             if t.state != "confirmed":
                 continue
-            best = self.live.setdefault(t.id, _Best(tracks.t_capture))
+            key = track_key(tracks.run_id, t.id)
+            best = self.live.setdefault(key, _Best(tracks.t_capture))
             if best.identity_quality > 0:
                 continue  # the identity service chooses this track's views now
             quality = view_quality(t, frame.width, frame.height)
@@ -165,7 +172,7 @@ class SnapshotBook:
             if best.snapshot is not None and (quality < best.snapshot.quality * self.cfg.better_view
                                               or now - best.t_saved < self.cfg.min_interval_s):
                 continue
-            wanted.append((t, quality, best))
+            wanted.append((t, key, quality, best))
         if not wanted:
             return []
         image = pixels()
@@ -173,21 +180,21 @@ class SnapshotBook:
             self.stale += 1
             return []
         made = []
-        for t, quality, best in wanted:
-            snapshot = self._make(image, frame, t.id, t.box, quality, best, "size")
+        for t, key, quality, best in wanted:
+            snapshot = self._make(image, frame, t.id, key, t.box, quality, best, "size")
             if snapshot is not None:
                 best.snapshot, best.t_saved = snapshot, now
                 made.append(snapshot)
         return made
 
-    def _end_missing(self, present: set[int]) -> None:
-        for tid in [tid for tid in self.live if tid not in present]:
-            best = self.live.pop(tid)
+    def _end_missing(self, present: set[str]) -> None:
+        for key in [key for key in self.live if key not in present]:
+            best = self.live.pop(key)
             if best.snapshot is not None:
-                self.ended.remember(tid, best.snapshot)
+                self.ended.remember(key, best.snapshot)
 
-    def _make(self, image: np.ndarray, frame: Frame, track_id: int, box: list[float], quality: float, best: _Best,
-              scored_by: str) -> Snapshot | None:
+    def _make(self, image: np.ndarray, frame: Frame, track_id: int, key: str, box: list[float], quality: float,
+              best: _Best, scored_by: str) -> Snapshot | None:
         face = crop(image, box, self.cfg.margin)
         if face is None:
             return None
@@ -195,9 +202,9 @@ class SnapshotBook:
         if not ok:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(best.t_start))
-        path = self.directory / f"{self.stack}-{stamp}-{track_id}.jpg"
+        path = self.directory / f"{self.stack}-{stamp}-{key}.jpg"
         x1, y1, x2, y2 = box  # four numbers (Track checks)
-        snapshot = Snapshot(track_id, frame.frame_id, frame.t_capture, quality, (x1, y1, x2, y2), buf.tobytes(), path,
+        snapshot = Snapshot(track_id, key, frame.frame_id, frame.t_capture, quality, (x1, y1, x2, y2), buf.tobytes(), path,
                             scored_by)
         self._write(snapshot)
         self.made += 1
@@ -221,7 +228,7 @@ class SnapshotBook:
                 "snapshot_identity_missed": self.identity_missed}
 
 
-def find_on_disk(directory: Path, stack: str, track_id: int) -> Path | None:
-    """The newest snapshot file of `track_id` (for one a restarted live view never saw)."""
-    files = sorted(directory.glob(f"{stack}-*-{track_id}.jpg"))
+def find_on_disk(directory: Path, stack: str, key: str) -> Path | None:
+    """The newest snapshot file of track `key` (for one a restarted live view never saw)."""
+    files = sorted(directory.glob(f"{stack}-*-{key}.jpg"))
     return files[-1] if files else None
