@@ -157,6 +157,9 @@ class SinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_streams: Positive = 16
     client_timeout_s: PositiveFloat = 10.0
     threads: Positive = 1
+    recent_faces: Positive = 24
+    max_body_bytes: Positive = 4096
+    gallery_timeout_s: PositiveFloat = 15.0
 
 
 class SnapshotsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

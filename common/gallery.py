@@ -6,7 +6,10 @@ by the file's mtime and size (the rollback journal is kept, not WAL, so every co
 the main file). Removing a person really deletes their faces: `secure_delete` overwrites the
 freed bytes with zeros, and a gallery someone switched to WAL is checkpointed and its -wal file
 truncated after the delete, so no descriptor of theirs is left in any of the gallery's files.
-The file and its journals are mode 0600 (faces are personal data). The descriptor model's
+The file and its journals are mode 0600 (faces are personal data). A face may carry a
+thumbnail (the JPEG it was enrolled from on the live view's pages), in a table of its own
+(a face's row stays small, its descriptor in one piece on its page), deleted with the face
+in one transaction, so removing the person securely deletes it too. The descriptor model's
 name is stored with the faces: descriptors of another model are not comparable, so such a
 gallery is refused rather than silently wrong.
 Any problem with the file becomes a GalleryError of one line.
@@ -17,6 +20,7 @@ import logging
 import os
 import sqlite3
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 MODEL = "dlib-resnet-face-api-1.7.15"  # what produced the descriptors (models/facerec)
 DIM = 128
 UNKNOWN = "unknown"
+MAX_NAME = 40  # characters
+NAME_PUNCTUATION = " .'-"
 CHECKPOINT_TRIES = 20  # 0.1 s apart: how long a removal waits for a reader of a WAL gallery
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,6 +46,7 @@ CREATE TABLE IF NOT EXISTS faces (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_name ON faces (name);
+CREATE TABLE IF NOT EXISTS thumbnails (face_id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
 """
 
 
@@ -47,11 +54,43 @@ class GalleryError(Exception):
     """A gallery file that cannot be used, worded as one line."""
 
 
+class BadName(GalleryError):
+    """A name that cannot be a person's name, worded as one line."""
+
+
+def check_name(name: str) -> str:
+    """`name` without surrounding spaces, if it can be a person's name: 1 to MAX_NAME letters,
+    digits, spaces and . ' - (names are shown on pages, in MQTT and Home Assistant), in NFC
+    form (an accent typed as a combining mark becomes one letter, as most keyboards send it)."""
+    name = unicodedata.normalize("NFC", name).strip()
+    shown = repr(name[:MAX_NAME + 8])
+    if not name:
+        raise BadName("a name cannot be empty")
+    if len(name) > MAX_NAME:
+        raise BadName(f"name {shown}: longer than {MAX_NAME} characters")
+    bad = sorted({c for c in name if not (c.isalnum() or c in NAME_PUNCTUATION)})
+    if bad:
+        raise BadName(f"name {shown}: {''.join(bad)!r} not allowed (letters, digits, spaces and . ' - only)")
+    if name.casefold() == UNKNOWN:
+        raise BadName(f"name {shown}: reserved for faces nobody has named")
+    return name
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
     faces: int
     created: float
+
+
+@dataclass(frozen=True)
+class Face:
+    """One enrolled face, without its descriptor."""
+    id: int
+    name: str
+    source: str
+    created: float
+    thumbnail: bool  # a JPEG is stored with it
 
 
 @dataclass(frozen=True)
@@ -83,10 +122,18 @@ class Snapshot:
 class Gallery:
     """One open gallery file; `create=True` makes it (and its directory) when absent."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False):
+    def __init__(self, path: str | os.PathLike, create: bool = False, read_only: bool = False):
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise GalleryError(f"gallery {self.path}: no such file (enrol someone with `facetrack enroll`)")
+        if read_only:  # a reader beside the identity service, which owns the file (the live view's pages)
+            try:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+                self._thumbnails = self.db.execute(  # a gallery made before thumbnails has no such table
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'").fetchone() is not None
+            except sqlite3.Error as e:
+                raise GalleryError(f"gallery {self.path}: not a usable gallery ({e})") from None
+            return
         try:
             if create:
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -94,6 +141,7 @@ class Gallery:
         except OSError as e:
             raise GalleryError(f"gallery {self.path}: cannot create ({e.strerror})") from None
         self.db = sqlite3.connect(self.path, timeout=5.0)
+        self._thumbnails = True
         try:
             self.db.execute("PRAGMA secure_delete = ON")  # deleted faces are overwritten, not just unlinked
             self.db.executescript(_SCHEMA)
@@ -111,19 +159,25 @@ class Gallery:
             self.db.close()
             raise GalleryError(f"gallery {self.path}: not a usable gallery ({e})") from None
 
-    def add(self, name: str, descriptors: np.ndarray, sources: list[str]) -> int:
+    def add(self, name: str, descriptors: np.ndarray, sources: list[str],
+            thumbnails: list[bytes | None] | None = None) -> int:
         """Store one descriptor per source under `name`; returns how many faces `name` has now."""
-        name = name.strip()
-        if not name or name == UNKNOWN:
-            raise GalleryError(f"gallery {self.path}: {name!r} cannot be a name")
+        try:
+            name = check_name(name)
+        except BadName as e:
+            raise BadName(f"gallery {self.path}: {e}") from None
         descriptors = np.asarray(descriptors, np.float32).reshape(-1, DIM)
-        if len(descriptors) != len(sources):
-            raise ValueError("one source per descriptor")
+        thumbnails = thumbnails or [None] * len(sources)
+        if not len(descriptors) == len(sources) == len(thumbnails):
+            raise ValueError("one source (and thumbnail) per descriptor")
         now = time.time()
         try:
             with self.db:
-                self.db.executemany("INSERT INTO faces (name, descriptor, source, created) VALUES (?, ?, ?, ?)",
-                                    [(name, d.tobytes(), s, now) for d, s in zip(descriptors, sources)])
+                for d, s, t in zip(descriptors, sources, thumbnails):
+                    face = self.db.execute("INSERT INTO faces (name, descriptor, source, created) VALUES (?, ?, ?, ?)",
+                                           (name, d.tobytes(), s, now)).lastrowid
+                    if t is not None:
+                        self.db.execute("INSERT INTO thumbnails (face_id, jpeg) VALUES (?, ?)", (face, t))
             return self.db.execute("SELECT COUNT(*) FROM faces WHERE name = ?", (name,)).fetchone()[0]
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
@@ -132,11 +186,43 @@ class Gallery:
         """Delete every face of `name`, leaving none of their bytes in the files; returns how many were deleted."""
         try:
             with self.db:
+                self.db.execute("DELETE FROM thumbnails WHERE face_id IN (SELECT id FROM faces WHERE name = ?)", (name,))
                 removed = self.db.execute("DELETE FROM faces WHERE name = ?", (name,)).rowcount
             self._checkpoint()
             return removed
         except sqlite3.Error as e:
             raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def rename(self, name: str, new_name: str) -> int:
+        """Every face of `name` becomes `new_name`'s (joining theirs if they exist); returns how many."""
+        try:
+            new_name = check_name(new_name)
+        except BadName as e:
+            raise BadName(f"gallery {self.path}: {e}") from None
+        try:
+            with self.db:
+                return self.db.execute("UPDATE faces SET name = ? WHERE name = ?", (new_name, name)).rowcount
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot write ({e})") from None
+
+    def faces(self) -> list[Face]:
+        """Every face, by name then age, without descriptors."""
+        try:
+            thumbnail = "EXISTS (SELECT 1 FROM thumbnails WHERE face_id = id)" if self._thumbnails else "0"
+            rows = self.db.execute(f"SELECT id, name, source, created, {thumbnail} FROM faces "
+                                   "ORDER BY name, id").fetchall()
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot read ({e})") from None
+        return [Face(i, n, s, c, bool(t)) for i, n, s, c, t in rows]
+
+    def thumbnail(self, face_id: int) -> bytes | None:
+        if not self._thumbnails:
+            return None
+        try:
+            row = self.db.execute("SELECT jpeg FROM thumbnails WHERE face_id = ?", (face_id,)).fetchone()
+        except sqlite3.Error as e:
+            raise GalleryError(f"gallery {self.path}: cannot read ({e})") from None
+        return None if row is None else row[0]
 
     def _checkpoint(self) -> None:
         """A WAL gallery: fold the -wal file (old pages, the deleted faces too) into the file and truncate it.
@@ -201,9 +287,10 @@ class GalleryWatcher:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def poll(self, now: float | None = None) -> Snapshot | None:
+    def poll(self, now: float | None = None, force: bool = False) -> Snapshot | None:
+        """`force`: look at the file now (this process just wrote it), not at the next period."""
         now = time.monotonic() if now is None else now
-        if now < self._next:
+        if now < self._next and not force:
             return None
         self._next = now + self.period_s
         stamp = self._file_stamp()

@@ -9,6 +9,10 @@ Tracks that leave the tracker's output are forgotten, and so is every track of a
 that ended (common/runs.py): a new run numbers its tracks from 1 again, for other faces. Each
 Identity names the run of its track.
 
+The best descriptor of each live track, and of the last `ENDED` ended ones (an ended run's
+too), can be taken out by tracker run and track id (`descriptor_of`): that is what naming a
+face on the live view enrols.
+
 Re-identification (`reid`): a forgotten track's descriptor is kept for `reid_window_s`; a new
 track whose first descriptor lies within the threshold of one continues it (`same_as`), and
 takes its name when the gallery does not name it by itself (an occluded first view of
@@ -24,10 +28,12 @@ import numpy as np
 from common.config import IdentityConfig
 from common.gallery import UNKNOWN, Match, Snapshot
 from common.messages import Detections, Identity, Tracks
+from common.recent import RecentMap
 from common.runs import RunWatch
 from common.tracking import associate
 
 CONFIRMED = "confirmed"
+ENDED = 64  # ended tracks whose best descriptor is kept, for naming a recent face
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,11 @@ class IdentityBook:
         self.live: set[int] = set()
         self.run = RunWatch()  # the tracker run of the ids here
         self.departed: list[Departed] = []
+        self.ended: RecentMap = RecentMap(ENDED)  # (tracker run, ended track id) -> its best descriptor
 
     def on_tracks(self, msg: Tracks) -> list[int]:
         """Remember the frame's tracks; forget tracks that are gone. Returns the forgotten ids."""
+        before = self.run.run or 0  # the run of the tracks in self.states
         restarted = self.run.changed(msg.run_id)
         if restarted:  # the ids and frame ids of the earlier run mean nothing now
             self.tracks.clear()
@@ -107,10 +115,20 @@ class IdentityBook:
         gone = [tid for tid in self.states if restarted or tid not in self.live]
         for tid in gone:
             state = self.states.pop(tid)
+            if state.descriptor is not None:  # an ended run's tracks too: a recent face can still be named
+                self.ended.remember((before, tid), state.descriptor)
             if self.cfg.reid and state.descriptor is not None and not restarted:
                 self.departed.append(Departed(tid, state.descriptor, state.name, msg.t_tracked))
         self.departed = [d for d in self.departed if msg.t_tracked - d.t <= self.cfg.reid_window_s]
         return gone
+
+    def descriptor_of(self, run_id: int, track_id: int) -> np.ndarray | None:
+        """The best descriptor of track `track_id` of tracker run `run_id`, live or recently ended; None if
+        its face was never embedded (an id alone is not enough: a new run numbers other faces from 1 again)."""
+        state = self.states.get(track_id) if run_id == (self.run.run or 0) else None
+        if state is not None:
+            return state.descriptor
+        return self.ended.get((run_id, track_id))
 
     def tracks_at(self, frame_id: int) -> list | None:
         """The tracks published for `frame_id`, or for the nearest earlier frame the tracker did."""

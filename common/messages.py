@@ -215,6 +215,45 @@ class EncodedFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _versioned(self)
 
 
+class GalleryRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A change to the face gallery, asked of the identity service (which owns the gallery file).
+
+    Sent by the live view when someone names a face or edits a person on its pages; answered
+    with a GalleryReply carrying the same `request_id`. `enrol`: store the face the identity
+    service embedded for track `track_id` of tracker run `run_id` (Tracks.run_id: an id alone
+    may name another face after a tracker restart) under `name`, its best view, with
+    `thumbnail` (the track's snapshot JPEG) to show on the People page; enrolling a name that
+    exists adds a view. `rename`: `name` becomes `new_name`. `remove`: every face of `name`
+    (secure delete).
+    """
+    TOPIC: typing.ClassVar[bytes] = b"gallery_request"
+    request_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    action: Literal["enrol", "rename", "remove"]
+    name: Annotated[str, Meta(max_length=256)]
+    track_id: int = -1
+    run_id: int = 0
+    new_name: Annotated[str, Meta(max_length=256)] = ""
+    thumbnail: Annotated[bytes, Meta(max_length=512 * 1024)] = b""
+    v: int = VERSION
+
+    def __post_init__(self):
+        _versioned(self)
+
+
+class GalleryReply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The identity service's answer to a GalleryRequest: done (`ok`), or why not, in one line (`detail`)."""
+    TOPIC: typing.ClassVar[bytes] = b"gallery_reply"
+    request_id: str
+    ok: bool
+    detail: str
+    name: str = ""
+    faces: int = 0  # how many faces `name` has in the gallery now
+    v: int = VERSION
+
+    def __post_init__(self):
+        _versioned(self)
+
+
 
 def _versioned(msg) -> None:
     if msg.v != VERSION:
@@ -227,7 +266,7 @@ def _finite_box(box) -> None:
 
 
 MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
-                                                          FrameRequest, EncodedFrame)}
+                                                          FrameRequest, EncodedFrame, GalleryRequest, GalleryReply)}
 _DECODERS: dict[bytes, msgspec.msgpack.Decoder] = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
 
 

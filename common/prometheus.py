@@ -69,6 +69,11 @@ class StackMetrics:
                 del self.latest[oldest]
                 self.received.pop(oldest, None)
 
+    def newest(self) -> tuple[dict[str, Metrics], dict[str, float]]:
+        """Copies of the newest Metrics per service and when each arrived (wall-clock s)."""
+        with self._lock:
+            return dict(self.latest), dict(self.received)
+
     def render(self) -> bytes:
         """The Prometheus text exposition (version 0.0.4)."""
         return generate_latest(self.registry)

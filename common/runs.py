@@ -7,11 +7,15 @@ capture's ring id (`Frame.ring_id`, a new ring per capture start) and the tracke
 as its tracks then start afresh). Within one tracker run frame ids only grow and a track id
 names one face. A consumer watches the run of what it keys by with a `RunWatch` and forgets
 that state when the run changes; one that keeps a track beyond its run (a snapshot file, an
-MQTT event) names it by `track_key`.
+MQTT event, a face named on the live view) names it by `track_key`, which `parse_track_key`
+reads back.
 """
 from __future__ import annotations
 
 import os
+import re
+
+TRACK_KEY = r"[0-9a-f]{16}-\d{1,9}"  # what track_key writes (for URL patterns and checks of input)
 
 
 def new_run_id() -> int:
@@ -22,6 +26,14 @@ def new_run_id() -> int:
 def track_key(run_id: int, track_id: int) -> str:
     """A track's name beyond its run: the run in hex, then the id ("3fa2c1e0d4b59e07-12")."""
     return f"{run_id:016x}-{track_id}"
+
+
+def parse_track_key(key: str) -> tuple[int, int] | None:
+    """The (run id, track id) a track_key names; None for anything else."""
+    if not re.fullmatch(TRACK_KEY, key):
+        return None
+    run, track = key.split("-")
+    return int(run, 16), int(track)
 
 
 class RunWatch:

@@ -13,6 +13,13 @@ missing or broken one leaves every face "unknown" but the service running. A det
 finds faces without landmarks (the SSD detector: keypoints of shape (N, 0, 2)) gives nothing to
 align a face by: such faces are counted (`no_landmarks`), never embedded (an unaligned chip
 would name the wrong person), and one line says why; the service keeps running.
+
+It owns the gallery: a GalleryRequest from the live view's pages (name a face, rename,
+remove a person) is carried out here and answered with a GalleryReply. Naming a face enrols
+the best descriptor this service embedded for that track, named by tracker run and id (a
+live one, or one of the last ended ones, of this run or an earlier one); the gallery is then
+reloaded at once, so every live track is matched again and the named one (and the same
+person's others) get their new name in the next Identity.
 """
 from __future__ import annotations
 
@@ -27,9 +34,10 @@ import numpy as np
 from common.bus import Subscriber
 from common.config import ROOT
 from common.frame_ring import RingReader
-from common.gallery import UNKNOWN, GalleryWatcher
+from common.gallery import UNKNOWN, Gallery, GalleryError, GalleryWatcher, check_name
 from common.identities import Candidate, IdentityBook
-from common.messages import Detections, Frame, Tracks
+from common.messages import Detections, Frame, GalleryReply, GalleryRequest, Tracks
+from common.runs import track_key
 from common.service import InputError, ServiceContext, run_service
 from models.facerec.align import align
 from models.facerec.quality import view_quality
@@ -77,6 +85,12 @@ class Identifier:
         elif isinstance(msg, Tracks):
             for tid in self.book.on_tracks(msg):
                 self.queue.pop(tid, None)
+        elif isinstance(msg, GalleryRequest):
+            reply = self.change_gallery(msg)
+            (log.info if reply.ok else log.warning)("gallery request %s (%s): %s", msg.request_id, msg.action,
+                                                     reply.detail)
+            self.ctx.publisher.send(reply)
+            self.reload_gallery(force=True)
         elif isinstance(msg, Detections):
             self.pending.append(msg)
             if len(self.pending) > MAX_PENDING:  # no tracks for a while (tracker down?)
@@ -130,8 +144,43 @@ class Identifier:
                      identity.name, identity.distance, identity.frame_id, cand.quality)
             self.ctx.publisher.send(identity)
 
-    def reload_gallery(self) -> None:
-        snapshot = self.gallery.poll()
+    def change_gallery(self, req: GalleryRequest) -> GalleryReply:
+        """Carry out one request on the gallery file; the reply says what was done, or why not."""
+        def refused(detail: str) -> GalleryReply:
+            return GalleryReply(request_id=req.request_id, ok=False, detail=detail, name=req.name)
+
+        try:
+            if req.action == "enrol":
+                descriptor = self.book.descriptor_of(req.run_id, req.track_id)
+                track = f"track {req.track_id} of run {req.run_id:016x}"
+                if descriptor is None:
+                    return refused(f"no face of {track} was embedded (no face with eyes in its "
+                                   "crops, or the track is too old): nothing to enrol")
+                with Gallery(self.cfg.gallery, create=True) as gallery:
+                    faces = gallery.add(req.name, descriptor[None], [f"track {track_key(req.run_id, req.track_id)}"],
+                                        [req.thumbnail or None])
+                name = check_name(req.name)  # as add() stored it
+                return GalleryReply(request_id=req.request_id, ok=True, name=name, faces=faces,
+                                    detail=f"{track} enrolled as {name} ({faces} face(s))")
+            with Gallery(self.cfg.gallery) as gallery:
+                if req.action == "rename":
+                    moved = gallery.rename(req.name, req.new_name)
+                    if not moved:
+                        return refused(f"nobody called {req.name!r}")
+                    new_name = check_name(req.new_name)  # as rename() stored it
+                    faces = sum(1 for f in gallery.faces() if f.name == new_name)
+                    return GalleryReply(request_id=req.request_id, ok=True, name=new_name, faces=faces,
+                                        detail=f"{req.name} renamed {new_name} ({moved} face(s))")
+                removed = gallery.remove(req.name)
+                if not removed:
+                    return refused(f"nobody called {req.name!r}")
+                return GalleryReply(request_id=req.request_id, ok=True, name=req.name, faces=0,
+                                    detail=f"removed {req.name}: {removed} face(s)")
+        except GalleryError as e:
+            return refused(str(e))
+
+    def reload_gallery(self, force: bool = False) -> None:
+        snapshot = self.gallery.poll(force=force)
         if snapshot is not None:
             for identity in self.book.rematch(snapshot, time.time()):
                 log.info("track %d: now %s (gallery changed)", identity.track_id, identity.name)
@@ -157,8 +206,8 @@ class Identifier:
 def serve(ctx: ServiceContext) -> None:
     embedder = load(ctx)
     cfg = ctx.config
-    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm,
-                     stats=ctx.stats)
+    sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Tracks.TOPIC, Detections.TOPIC, GalleryRequest.TOPIC],
+                     hwm=cfg.bus.hwm, stats=ctx.stats)
     ident = Identifier(ctx, embedder)
     next_republish = time.monotonic() + cfg.identity.republish_s
     try:

@@ -22,7 +22,7 @@ import time
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
-from common.messages import Frame, Identity, Metrics, Tracks
+from common.messages import Frame, GalleryReply, Identity, Metrics, Tracks
 from common.recent import RecentMap
 from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
@@ -97,6 +97,8 @@ class SinkLoop:
                 self.sink.on_identity(msg)
             elif isinstance(msg, Metrics) and self.sink.wants_metrics:
                 self.sink.on_metrics(msg)
+            elif isinstance(msg, GalleryReply) and self.sink.wants_gallery:
+                self.sink.on_gallery_reply(msg)
         if self.sink.latest_only:
             for older in tracks[:-1]:
                 self.pairer.skip(older)
@@ -168,7 +170,8 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else []) \
+        + ([GalleryReply.TOPIC] if sink.wants_gallery else [])
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
     snapshots = SnapshotBook.from_config(cfg) if sink.wants_snapshots and cfg.snapshots.enabled else None
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels or snapshots else None

@@ -83,3 +83,20 @@ def test_removal_beside_an_open_connection_leaves_no_bytes_in_the_wal(tmp_path):
     assert not any(d.tobytes() in after for d in removed) and REMOVED.encode() not in after
     assert all(d.tobytes() in after for d in kept)
     reader.close()
+
+
+def test_a_removed_persons_enrolment_thumbnails_leave_no_bytes_either(tmp_path):
+    """The live view's pages store the JPEG a face was enrolled from in its row: removed with it."""
+    path = tmp_path / "gallery.sqlite"
+    rng = np.random.default_rng(3)
+    jpeg = b"\xff\xd8" + rng.bytes(20000) + b"\xff\xd9"  # larger than a page: overflow pages are wiped too
+    kept_jpeg = b"\xff\xd8" + rng.bytes(3000) + b"\xff\xd9"
+    with Gallery(path, create=True) as gallery:
+        gallery.add(REMOVED, rng.normal(0, 0.1, (1, DIM)), ["track 4"], [jpeg])
+        gallery.add(KEPT, rng.normal(0, 0.1, (1, DIM)), ["track 5"], [kept_jpeg])
+        pieces = [jpeg[i:i + 200] for i in range(0, len(jpeg) - 200, 1000)]  # across its overflow pages
+        before = gallery_bytes(path)
+        assert sum(p in before for p in pieces) >= len(pieces) - 5  # a piece may straddle a page header
+        assert gallery.remove(REMOVED) == 1
+    after = gallery_bytes(path)
+    assert not any(p in after for p in pieces) and kept_jpeg in after

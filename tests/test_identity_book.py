@@ -92,6 +92,24 @@ def test_a_face_queued_before_a_tracker_restart_is_not_given_to_the_new_runs_id(
     assert book.states == {}
 
 
+
+def test_the_descriptor_to_enrol_is_named_by_tracker_run_and_id_live_or_ended():
+    bob = np.full(128, 0.1, np.float32)
+    book = IdentityBook(CFG, history=64)
+    book.on_tracks(tracks(5, (0, 0, 50, 50)))  # run 1, track 1: Alice's face
+    [cand] = book.candidates(detections(5, (0, 0, 50, 50)), [10.0])
+    book.embedded(cand, ALICE, GALLERY, t=0.0)
+    assert book.descriptor_of(1, 1) is ALICE  # live
+    assert book.descriptor_of(2, 1) is None  # no such run
+    book.on_tracks(tracks(1, (200, 0, 250, 50), run=2))  # restarted: run 2's track 1 is someone else
+    assert book.descriptor_of(1, 1) is ALICE  # the ended run's track, still there to be named
+    assert book.descriptor_of(2, 1) is None  # live, never embedded: nothing to enrol, never Alice's face
+    [cand] = book.candidates(detections(1, (200, 0, 250, 50)), [10.0])
+    book.embedded(cand, bob, GALLERY, t=0.0)
+    assert book.descriptor_of(2, 1) is bob and book.descriptor_of(1, 1) is ALICE
+    book.on_tracks(tracks(2, run=2))  # run 2's track 1 ended too
+    assert book.descriptor_of(2, 1) is bob and book.descriptor_of(1, 1) is ALICE
+
 def test_a_new_gallery_renames_live_tracks_and_reports_only_changes():
     book = IdentityBook(CFG, history=64)
     book.on_tracks(tracks(1, (0, 0, 50, 50)))

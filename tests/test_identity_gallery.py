@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from common.gallery import Gallery, GalleryError, GalleryWatcher
+from common.gallery import MAX_NAME, BadName, Gallery, GalleryError, GalleryWatcher, check_name
 from facetrack.identity_cli import main as cli
 
 
@@ -71,3 +71,60 @@ def test_gallery_command_bad_inputs_exit_nonzero_with_one_line(tmp_path, capsys,
     assert len(errors) == 2 and all("\n" not in e for e in errors), errors
     assert "not a usable gallery" in errors[0] and "no such file" in errors[1]
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("name, why", [("", "cannot be empty"), ("   ", "cannot be empty"),
+                                       ("x" * (MAX_NAME + 1), f"longer than {MAX_NAME}"),
+                                       ("<b>Eve</b>", "'/<>' not allowed"), ("a\nb", "not allowed"),
+                                       ("Bob; DROP TABLE", "';' not allowed"), ("Unknown", "reserved"),
+                                       ("\u202eevil", "not allowed")])
+def test_names_people_cannot_have_are_one_line(name, why):
+    with pytest.raises(BadName, match=why) as refused:
+        check_name(name)
+    assert "\n" not in str(refused.value)
+
+
+def test_names_people_have_pass(tmp_path):
+    for name in ("Ada", "Zoë O'Brien-Smith", "李小龍", "J. R. R. Tolkien 3", "x" * MAX_NAME):
+        assert check_name(f" {name} ") == name
+    assert check_name("Zoe\u0308") == "Zo\u00eb"  # a combining diaeresis, as one letter
+    with Gallery(tmp_path / "g.sqlite", create=True) as g:
+        with pytest.raises(BadName, match="not allowed"):
+            g.add("<script>", descriptors(1), ["x.jpg"])
+        assert g.entries() == []
+
+
+def test_rename_thumbnails_and_a_read_only_reader(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with Gallery(path, create=True) as g:
+        g.add("alice", descriptors(1), ["track 3"], [b"\xff\xd8a"])
+        g.add("bob", descriptors(1, seed=1), ["b.jpg"])
+        assert g.rename("alice", "Alice Liddell") == 1
+        assert g.rename("nobody", "Eve") == 0
+        with pytest.raises(BadName):
+            g.rename("bob", "unknown")
+    with Gallery(path, read_only=True) as g:
+        faces = g.faces()
+        assert [(f.name, f.source, f.thumbnail) for f in faces] == [("Alice Liddell", "track 3", True), ("bob", "b.jpg", False)]
+        assert g.thumbnail(faces[0].id) == b"\xff\xd8a" and g.thumbnail(faces[1].id) is None
+        with pytest.raises(GalleryError, match="cannot write"):
+            g.add("carol", descriptors(1, seed=2), ["c.jpg"])
+
+
+def test_a_gallery_from_before_thumbnails_is_read_and_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "CREATE TABLE faces (id INTEGER PRIMARY KEY, name TEXT NOT NULL, descriptor BLOB NOT NULL,"
+                     " source TEXT NOT NULL, created REAL NOT NULL);")
+    db.execute("INSERT INTO meta VALUES ('model', ?)", (__import__("common.gallery").gallery.MODEL,))
+    db.execute("INSERT INTO faces (name, descriptor, source, created) VALUES ('alice', ?, 'a.jpg', 1.0)",
+               (descriptors(1).tobytes(),))
+    db.commit()
+    db.close()
+    with Gallery(path, read_only=True) as g:  # a reader never changes the file
+        assert [(f.name, f.thumbnail) for f in g.faces()] == [("alice", False)]
+        assert g.thumbnail(1) is None
+    with Gallery(path) as g:  # the owner adds the table
+        g.add("bob", descriptors(1, seed=1), ["track 2"], [b"\xff\xd8b"])
+        assert [(f.name, f.thumbnail) for f in g.faces()] == [("alice", False), ("bob", True)]

@@ -5,7 +5,10 @@ carry one confirmed track on the gt box; Detections from the real detector arriv
 frames late, every 3rd frame. The gallery file starts out broken (the service must keep
 running, every face "unknown"), then a gallery enrolling the woman replaces it: the
 service reloads it and names the live track without being restarted. Through it all the
-track is embedded only a handful of times, not per frame or per detection.
+track is embedded only a handful of times, not per frame or per detection. Then the gallery
+is changed over the bus, as the live view's pages do (GalleryRequest -> GalleryReply): a
+track never embedded and a bad name are refused in one line; the live track enrolled under
+a new name is named so at once; renamed, then removed, it goes back to the file's own match.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from common.bus import Publisher, Subscriber
 from common.config import ROOT, load_config
 from common.frame_ring import FrameRing
 from common.gallery import Gallery
-from common.messages import Detections, Frame, Identity, Metrics, Track, Tracks
+from common.messages import Detections, Frame, GalleryReply, GalleryRequest, Identity, Metrics, Track, Tracks
 from models.facerec.runtime import load_embedder
 from models.runtime import load_detector
 
@@ -33,6 +36,7 @@ from identity_probes import DATA, otb_chips, otb_gt
 SEQ = "OTB-FaceOcc1-A"
 FRAMES = 90
 TRACK_ID = 7
+RUN = 0x5EED0000000000A1  # the tracker run the feeder's tracks belong to
 
 
 class Feeder(threading.Thread):
@@ -44,6 +48,7 @@ class Feeder(threading.Thread):
         self.ring, self.images, self.gt, self.found = ring, images, gt, found
         self.stop = threading.Event()
         self.sent_detections = 0
+        self.pub_requests: list = []  # sent from this thread: a ZeroMQ socket belongs to one
 
     def run(self) -> None:
         frame_id = 0
@@ -54,7 +59,7 @@ class Feeder(threading.Thread):
             h, w = self.images[i].shape[:2]
             self.pub.send(Frame(stack="t", frame_id=frame_id, slot=slot, seq=seq, ring_id=self.ring.ring_id,
                                 t_capture=time.time(), width=w, height=h, source_pos=i))
-            self.pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(),
+            self.pub.send(Tracks(frame_id=frame_id, t_capture=0.0, t_tracked=time.time(), run_id=RUN,
                                  tracks=[Track(id=TRACK_ID, box=self.gt[i + 1].tolist(), score=1.0,
                                                state="confirmed", age=frame_id - 1)]))
             late = frame_id - 2
@@ -65,6 +70,8 @@ class Feeder(threading.Thread):
                                          boxes=f.boxes.tolist(), scores=f.scores.tolist(),
                                          keypoints=f.keypoints.tolist()))
                 self.sent_detections += 1
+            while self.pub_requests:
+                self.pub.send(self.pub_requests.pop(0))
             time.sleep(1 / 30)
         self.pub.close()
 
@@ -105,7 +112,7 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
     with FrameRing.create(cfg.ring_name, w, h, cfg.ring.slots) as ring, open(log_path, "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "services.identity", "--config", str(config_path)],
                                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-        sub = Subscriber(subscribe, [Identity.TOPIC, Metrics.TOPIC], hwm=100)
+        sub = Subscriber(subscribe, [Identity.TOPIC, Metrics.TOPIC, GalleryReply.TOPIC], hwm=100)
         feeder = Feeder(publish, ring, images, gt, found)
         try:
             feeder.start()
@@ -127,6 +134,31 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
                   f"named {named.name} at distance {named.distance:.3f}")
             assert 1 <= embeds <= cfg.identity.max_embeds_per_track
             assert feeder.sent_detections >= 3 * embeds
+
+            def ask(request_id: str, **fields) -> GalleryReply:
+                feeder.pub_requests.append(GalleryRequest(request_id=request_id, **fields))
+                reply, _ = _wait_for(sub, lambda m: isinstance(m, GalleryReply) and m.request_id == request_id, 30, proc)
+                return reply
+
+            reply = ask("r1", action="enrol", name="bob", track_id=99, run_id=RUN)
+            assert not reply.ok and reply.detail.startswith(f"no face of track 99 of run {RUN:016x} was embedded"), reply
+            # the same id of another tracker run (one that restarted) is another face: never enrolled as this one
+            reply = ask("r1b", action="enrol", name="bob", track_id=TRACK_ID, run_id=RUN + 1)
+            assert not reply.ok and reply.detail.startswith(f"no face of track {TRACK_ID} of run {RUN + 1:016x}"), reply
+            reply = ask("r2", action="enrol", name="<bob>", track_id=TRACK_ID, run_id=RUN)
+            assert not reply.ok and "not allowed" in reply.detail and "\n" not in reply.detail, reply
+            reply = ask("r3", action="enrol", name=" Bob ", track_id=TRACK_ID, run_id=RUN, thumbnail=b"\xff\xd8jpeg")
+            assert reply.ok and (reply.name, reply.faces) == ("Bob", 1), reply
+            _wait_for(sub, lambda m: isinstance(m, Identity) and m.track_id == TRACK_ID and m.name == "Bob", 10, proc)
+            reply = ask("r4", action="rename", name="Bob", new_name="Robert")
+            assert reply.ok and reply.name == "Robert", reply
+            _wait_for(sub, lambda m: isinstance(m, Identity) and m.name == "Robert", 10, proc)
+            assert not ask("r5", action="remove", name="Bob").ok  # renamed: nobody is called that now
+            reply = ask("r6", action="remove", name="Robert")
+            assert reply.ok and reply.detail == "removed Robert: 1 face(s)", reply
+            _wait_for(sub, lambda m: isinstance(m, Identity) and m.name == "alice", 10, proc)
+            with Gallery(gallery_path) as g:
+                assert [(e.name, e.faces) for e in g.entries()] == [("alice", 2)]
         finally:
             feeder.stop.set()
             feeder.join(timeout=5)

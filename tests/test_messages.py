@@ -5,7 +5,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from common.messages import VERSION, Detections, Frame, Metrics, MessageError, Track, Tracks, decode, encode
+from common.messages import (VERSION, Detections, Frame, GalleryReply, GalleryRequest, Metrics, MessageError, Track,
+                             Tracks, decode, encode)
 
 EXAMPLES = [
     Frame(stack="demo", frame_id=12, slot=3, seq=8, ring_id=2**62, t_capture=1.5, width=640, height=480,
@@ -17,6 +18,8 @@ EXAMPLES = [
            detect_every=3, detected=True),
     Metrics(service="tracker", pid=42, t=1.0, frames_in=10, frames_out=9, fps=29.9, p50_ms=4.0,
             p99_ms=9.0, dropped=1, errors=0, cpu_percent=12.5, rss_bytes=10**8, extra={"reinits": 2.0}),
+    GalleryRequest(request_id="9f2c", action="enrol", name="Ada", track_id=7, thumbnail=b"\xff\xd8jpeg"),
+    GalleryReply(request_id="9f2c", ok=False, detail="no face of track 7 was embedded", name="Ada"),
 ]
 
 

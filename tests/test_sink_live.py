@@ -79,7 +79,9 @@ def test_live_view_serves_tracks_snapshot_and_stream(stack):
     assert health["ok"] is True
     status, page, ctype = http_get(url)
     assert status == 200 and ctype.startswith("text/html")
-    assert b'<img id="video" src="/stream.mjpg"' in page and b"/tracks.json" in page
+    assert b'<img id="video" src="/stream.mjpg"' in page and b'<script src="/live.js">' in page
+    status, script, ctype = http_get(url + "live.js")  # the page's own script, served by the view
+    assert status == 200 and ctype.startswith("text/javascript") and b"/tracks.json" in script and b"/events" in script
     assert sink.stop() == 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from common.messages import Identity, Metrics
+    from common.messages import GalleryReply, Identity, Metrics
     from common.service import ServiceContext
     from services.sinks.pairing import Paired
     from services.sinks.snapshots import Snapshot
@@ -26,6 +26,8 @@ class Sink(abc.ABC):
     `wants_metrics`: every service's Metrics message goes to `on_metrics`;
     `wants_snapshots`: the loop keeps face snapshots (snapshots.py) for it, hands each new one to
     `on_snapshot` before the frame it came from, and lets `Paired.snapshots` look them up;
+    `wants_gallery`: the identity service's GalleryReply messages go to `on_gallery_reply` (the
+    sink sends GalleryRequests itself, from `tick`);
     `options`: the sink process's command-line options (`--port`, `--out`) the kind uses.
     """
     registry: ClassVar[dict[str, type[Sink]]] = {}
@@ -34,6 +36,7 @@ class Sink(abc.ABC):
     latest_only: ClassVar[bool] = False
     wants_metrics: ClassVar[bool] = False
     wants_snapshots: ClassVar[bool] = False
+    wants_gallery: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs):
@@ -61,6 +64,9 @@ class Sink(abc.ABC):
 
     def on_metrics(self, msg: Metrics) -> None:
         """A service's metrics (only when `wants_metrics`)."""
+
+    def on_gallery_reply(self, msg: GalleryReply) -> None:
+        """The identity service's answer to a gallery change this sink asked for (only when `wants_gallery`)."""
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""

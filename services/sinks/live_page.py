@@ -1,6 +1,6 @@
-"""The live view's single HTML page: the MJPEG stream and a table of the current tracks.
+"""The privacy view's page: the MJPEG stream and a table of the current tracks, without names.
 
-Names come from people (`facetrack enroll`): the script writes them as text, never as HTML."""
+(The live view's pages, with faces and names, are in web/.)"""
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -19,13 +19,12 @@ PAGE = """<!doctype html>
 <img id="video" src="/stream.mjpg" alt="live video">
 <div id="status">waiting for tracks</div>
 <table>
-  <thead><tr><th>id</th><th>name</th><th>box [x1, y1, x2, y2]</th><th>score</th><th>state</th></tr></thead>
+  <thead><tr><th>id</th><th>box [x1, y1, x2, y2]</th><th>score</th><th>state</th></tr></thead>
   <tbody id="tracks"></tbody>
 </table>
 <script>
-const text = s => String(s ?? "").replace(/[&<>"']/g, c => `&#${{c.charCodeAt(0)}};`);
 const row = t => `<tr><td><span class="swatch" style="background:${{t.color}}"></span> ${{t.id}}</td>` +
-  `<td>${{text(t.name)}}</td><td>${{t.box.map(v => v.toFixed(0)).join(", ")}}</td><td>${{t.score.toFixed(2)}}</td><td>${{t.state}}</td></tr>`;
+  `<td>${{t.box.map(v => v.toFixed(0)).join(", ")}}</td><td>${{t.score.toFixed(2)}}</td><td>${{t.state}}</td></tr>`;
 async function poll() {{
   try {{
     // against the origin: a page opened as http://user:pw@host/ would give fetch() a URL with credentials, which it refuses

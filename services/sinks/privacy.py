@@ -1,8 +1,8 @@
 """Privacy view: the live view with every tracked face blurred instead of boxed.
 
-Serves the same routes as the live view (`/`, `/stream.mjpg`, `/snapshot.jpg`,
-`/tracks.json`, `/healthz`, `/metrics`) on its own port (`sink.privacy_port`), so a screen in
-a shop or a hallway can show the scene without showing who is in it. Each track's box,
+Serves the video feed's routes and only those (`/`, `/stream.mjpg`, `/snapshot.jpg`,
+`/tracks.json`, `/healthz`, `/metrics`: view_http.VideoFeed) on its own port
+(`sink.privacy_port`), so a screen in a shop or a hallway can show the scene without showing who is in it. Each track's box,
 grown by `MARGIN` on every side (boxes from BlazeFace are tight around the face: hair and
 ears would stay recognisable), is pixelated and then smoothed; pixels outside every box
 are passed through untouched. Tracks in every state are blurred, lost ones included.
@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from common.config import HttpConfig, SinkConfig
 from common.prometheus import StackMetrics
+from services.sinks.base import Sink
 from services.sinks.live_page import PAGE
-from services.sinks.live_view import LiveView
 from services.sinks.pairing import Paired
+from services.sinks.view_http import Routes, ServedView, VideoFeed
+
 
 def blur_region(width: int, height: int, box, margin: float) -> tuple[int, int, int, int] | None:
     """The integer pixel rectangle (x1, y1, x2, y2), end-exclusive, blurred for `box`."""
@@ -55,28 +56,52 @@ def blur_faces(image: np.ndarray, boxes, margin: float, blocks: int) -> np.ndarr
     return image
 
 
-class PrivacyView(LiveView, kind="privacy"):
-    """A live view whose faces are blurred (and whose names are never shown, nor snapshots made)."""
-    wants_snapshots = False
+class PrivacyView(Sink, kind="privacy"):
+    """Blurred video and anonymous tracks: the VideoFeed's routes and nothing else (an allow-list).
 
-    @staticmethod
-    def default_port(cfg) -> int:
-        return cfg.sink.privacy_port
+    It shares no class with the live view: a route or feature added there does not reach
+    this one unless it is added here, on purpose. Names are never shown (nor drawn, nor in
+    /tracks.json), no snapshots are made or served.
+    """
+    latest_only = True
+    wants_metrics = True
+    options = ("port",)
 
-    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig,
-                 snapshots: Path):
-        super().__init__(cfg, port, stack, metrics, http, snapshots)
-        self.page = PAGE.format(stack=f"{stack} (faces blurred)").encode()
+    @classmethod
+    def from_context(cls, ctx) -> PrivacyView:
+        cfg, port = ctx.config, ctx.args.port
+        return cls(cfg.sink, cfg.sink.privacy_port if port is None else port, cfg.stack.id,
+                   StackMetrics(cfg.monitor.interval_s, cfg.watchdog.silent_periods), cfg.http)
+
+    def __init__(self, cfg: SinkConfig, port: int, stack: str, metrics: StackMetrics, http: HttpConfig):
+        self.cfg = cfg
+        self.feed = VideoFeed(cfg, metrics, PAGE.format(stack=f"{stack} (faces blurred)").encode())
+        self.served = ServedView(f"sink {self.kind}", cfg.http_host, port, http, cfg.client_timeout_s)
         self.blurred = 0
+
+    def routes(self) -> Routes:
+        """The allow-list: the video feed's routes only."""
+        return self.feed.routes()
+
+    def start(self) -> None:
+        self.served.start(self.routes())
+
+    @property
+    def url(self) -> str:
+        return self.served.url
 
     def handle(self, paired: Paired) -> None:
         record = dataclasses.replace(paired, names={}).record(time.time())  # who it is stays private
         boxes = [t.box for t in paired.tracks.tracks]
         self.blurred += len(boxes)
-        self.latest.put(blur_faces(paired.pixels, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
+        self.feed.put(blur_faces(paired.pixels, boxes, self.cfg.privacy_margin, self.cfg.privacy_blocks), record)
 
-    def track_snapshot(self, key: str) -> None:
-        return None  # faces stay private: /snapshots/ answers 404 here
+    def on_metrics(self, msg) -> None:
+        self.feed.metrics_table.update(msg)
 
     def stats(self) -> dict[str, float]:
-        return {**super().stats(), "faces_blurred": self.blurred}
+        return {**self.feed.stats(), **self.served.stats(), "faces_blurred": self.blurred}
+
+    def close(self) -> None:
+        self.feed.close()
+        self.served.close()
