@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import ROOT, Config, TrackerConfig, load_config, replace
+from common.config import ROOT, Config, ConfigError, TrackerConfig, load_config, replace
 from common.report import provenance
 from common.threads import limit_threads
 from common.tracking import TrackManager
@@ -279,13 +279,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--save", type=Path, metavar="DIR", help="write DIR/<setting>/<sequence>.txt (MOT, face boxes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--config", help="stack config (default: configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config key, e.g. detector.variant=yunet (repeatable)")
     parser.add_argument("--backend", choices=("tvm", "torchscript", "onnxruntime", "torch"), help="detector backend (default: the config's)")
     parser.add_argument("--fit-head", action="store_true", help="fit the face->head box rule on the (first) sequence and print it")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     limit_threads(cfg.tracker.threads)  # the detector below gets detector.threads, as live
     kind, globs = args.boxes
     sequences = [Sequence.load(p, "head" if kind == "head" and (not globs or any(p.name == g or Path(p.name).match(g)
