@@ -22,6 +22,7 @@ from common.report import provenance, table
 
 from .dataset import DATA_DIR, Sample, datasets
 from .images import read_image
+from .build import parse_size
 from .runtime import Detections, ModelFileError, load_detector
 from .zoo import MODELS
 
@@ -108,8 +109,13 @@ def agreement(a: list[Detections], b: list[Detections]) -> dict:
             "max_score_diff": round(score_diff, 6)}
 
 
-def run(detector, samples: list[Sample]) -> list[Detections]:
-    return [detector.detect(read_image(path)) for path, _ in samples]
+def run(detector, samples: list[Sample], native: bool = False) -> list[Detections]:
+    """Detections per sample; `native`: each image at its own size (a model that takes any, eager)."""
+    out = []
+    for path, _ in samples:
+        image = read_image(path)
+        out.append((detector.at(image.shape[1::-1]) if native else detector).detect(image))
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -127,8 +133,8 @@ def markdown(report: dict) -> str:
              f"{a['count_mismatch_frames']} of {a['frames']} frames, boxes by up to {a['max_box_diff_px']} px"
              for name, entry in report["sequences"].items() for k, a in entry.items() if k.startswith("agreement_")]
     frames = "every frame" if report["every"] == 1 else f"every {report['every']}th frame"
-    return "\n".join([f"detector `{report['variant']}`, score ≥ {report['score_threshold']}, {frames} of the clips, "
-                      "every image of WIDER", "",
+    return "\n".join([f"detector `{report['variant']}` at {report['input_size']}, score ≥ {report['score_threshold']}, "
+                      f"NMS IoU {report['nms_iou']}, {frames} of the clips, every image of WIDER", "",
                       table(["sequence", "backend", "frames", "faces", "precision", "recall",
                              "recall < 20 px", "recall 20–50 px", "recall > 50 px", "centre-in-box precision",
                              "centre-in-box recall", "median best IoU"], rows, numeric_from=2),
@@ -142,19 +148,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--every", type=int, default=1, help="use every Nth frame of the clips")
+    p.add_argument("--input-size", default=None, metavar="WxH|native",
+                   help="a model that takes any size (yunet): the size frames are fitted into (default: its own); "
+                        "native: every image at its own size (torch backend), as libfacedetection runs")
+    p.add_argument("--nms-iou", type=float, default=0.3)
+    p.add_argument("--only", help="comma list of sequences (default: all)")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     backends = [b for b in args.backends.split(",") if b]
+    native = args.input_size == "native"
+    if native and backends != ["torch"]:
+        p.error("--input-size native runs eager PyTorch only: add --backends torch")
+    size = None if args.input_size in (None, "native") else parse_size(args.input_size)
     try:
-        detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold) for b in backends}
+        detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                                      input_size=size) for b in backends}
     except (ModelFileError, ValueError) as exc:  # one line: a model not built, truncated, or an unknown backend
         log.error("cannot load the detector: %s", exc)
         return 1
-    report = {"variant": args.variant, "score_threshold": args.score_threshold, "every": args.every, "sequences": {}}
+    report = {"variant": args.variant, "score_threshold": args.score_threshold, "nms_iou": args.nms_iou, "every": args.every,
+              "input_size": args.input_size or "x".join(map(str, MODELS[args.variant].input_size)), "sequences": {}}
+    only = set(args.only.split(",")) if args.only else None
     for name, samples in datasets(args.data_dir).items():
+        if only is not None and name not in only:
+            continue
         samples = samples if name.startswith("widerface") else samples[::args.every]
-        found = {b: run(d, samples) for b, d in detectors.items()}
+        found = {b: run(d, samples, native) for b, d in detectors.items()}
         entry = {b: evaluate(samples, r) for b, r in found.items()}
         if len(backends) >= 2:
             entry["agreement_" + "_vs_".join(backends[:2])] = agreement(found[backends[0]], found[backends[1]])

@@ -5,9 +5,12 @@ inference each per round in a fresh random order, so load from other processes h
 them alike; every backend gets the same thread count. Times cover the network only
 (the same preprocessed NHWC input for all, as the .tflite takes it), not pre/post-processing,
 which all backends share.
-The reference is MediaPipe's own runtime (`litert_xnnpack`: the original .tflite on LiteRT
-with XNNPACK); every row gives its p50 over LiteRT's and its speed-up over eager PyTorch,
-and the report names the CPU it ran on (a ratio from another CPU does not carry over).
+The reference is the model's own runtime: for BlazeFace MediaPipe's (`litert_xnnpack`: the
+original .tflite on LiteRT with XNNPACK), for YuNet OpenCV's (`opencv_dnn`: the same network
+exported as `cv2.FaceDetectorYN` loads it, run by cv2.dnn; its input is made NCHW inside the
+timed call, as FaceDetectorYN's blobFromImage does). Every row gives its p50 over the
+reference's and its speed-up over eager PyTorch, and the report names the CPU it ran on (a
+ratio from another CPU does not carry over).
 """
 from __future__ import annotations
 
@@ -21,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .blazeface.postprocess import preprocess
-from .blazeface.tflite import litert_infer
 from common.report import provenance
 from common.report import table as md_table
 
@@ -31,9 +32,12 @@ from .cpu import describe
 from .dataset import DATA_DIR
 from .images import read_image
 from .runtime import _load_onnxruntime, _load_torch, _load_torchscript, _load_tvm, _torch_infer
-from .weights import tflite_path
+from .zoo import MODELS
 
 log = logging.getLogger("facetrack.models.bench")
+VARIANTS = ("short", "full", "yunet")
+REFERENCE = {"short": "litert_xnnpack", "full": "litert_xnnpack", "yunet": "opencv_dnn"}
+MODEL_NAME = {"short": "blazeface_short", "full": "blazeface_full", "yunet": "yunet_s"}
 
 DEFAULT_FRAME = "OTB-FaceOcc1-A/img1/000001.jpg"
 
@@ -70,6 +74,21 @@ def torchscript_int8(variant: str, calib: list[np.ndarray]):
         return torch.jit.freeze(torch.jit.trace(quantized, example).eval())
 
 
+def opencv_dnn_infer(path: Path, output_names, threads: int):
+    """cv2.dnn on the OpenCV export: NHWC input made NCHW, as FaceDetectorYN's blobFromImage does."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    net = cv2.dnn.readNet(str(path))
+    names = list(output_names)
+
+    def infer(x: np.ndarray):
+        net.setInput(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        return tuple(net.forward(names))
+
+    return infer
+
+
 def load_backends(variant: str, threads: int, calib: list[np.ndarray], build_dir: Path) -> dict:
     """name -> infer(x) for every benchmarked backend (building what is missing)."""
     builder = Builder(variant, build_dir)
@@ -77,16 +96,23 @@ def load_backends(variant: str, threads: int, calib: list[np.ndarray], build_dir
         builder.ensure(artefact)
     if tuning_db_path(variant, builder.target_for("llvm")) is None:
         log.warning("no tuning database for %s: tvm_tuned is the fused build without tuned schedules", variant)
-    int8 = torchscript_int8(variant, calib)
-    return {
+    backends = {
         "pytorch_eager": _load_torch(variant, None, threads),
         "torchscript": _load_torchscript(variant, builder.path("torchscript"), threads),
-        "torchscript_int8": _torch_infer(int8, threads),
         "onnxruntime": _load_onnxruntime(variant, builder.path("onnx"), threads),
-        "litert_xnnpack": litert_infer(tflite_path(variant), threads),
         "tvm_untuned": _load_tvm(variant, builder.path("llvm-untuned"), threads),
         "tvm_tuned": _load_tvm(variant, builder.path("llvm"), threads),
     }
+    if variant == "yunet":
+        _, names = builder.model.opencv_network()
+        backends["opencv_dnn"] = opencv_dnn_infer(builder.ensure("onnx-opencv"), names, threads)
+    else:
+        from .blazeface.tflite import litert_infer
+        from .weights import tflite_path
+
+        backends["torchscript_int8"] = _torch_infer(torchscript_int8(variant, calib), threads)
+        backends["litert_xnnpack"] = litert_infer(tflite_path(variant), threads)
+    return backends
 
 
 def measure(backends: dict, x: np.ndarray, rounds: int, warmup: int = 5, seed: int = 0) -> dict[str, list[float]]:
@@ -129,7 +155,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack bench detector", description=__doc__.splitlines()[0])
-    p.add_argument("--variant", choices=["short", "full"], default="full")
+    p.add_argument("--variant", choices=VARIANTS, default="full")
     p.add_argument("--threads", type=int, default=1, help="threads for every backend (default 1, as deployed)")
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--frame", type=Path, help=f"image to run on (default {DEFAULT_FRAME} in the data dir)")
@@ -144,17 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     frame = cv2.imread(str(frame_path))
     if frame is None:
         p.error(f"cannot read {frame_path}")
-    from .blazeface import INPUT_SIZE
-
-    size = INPUT_SIZE[args.variant]
-    x, _ = preprocess(frame, size)
-    calib = [preprocess(read_image(f), size)[0] for f in calibration_frames(args.data_dir)]
+    model = MODELS[args.variant]
+    x, _ = model.preprocess(frame)
+    calib = [] if args.variant == "yunet" else [model.preprocess(read_image(f))[0]
+                                               for f in calibration_frames(args.data_dir)]
     backends = load_backends(args.variant, args.threads, calib, args.build_dir)
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
-    report = {"model": f"blazeface_{args.variant}", "input": [size, size], "threads": args.threads,
+    reference = REFERENCE[args.variant]
+    report = {"model": MODEL_NAME[args.variant], "input": [x.shape[2], x.shape[1]], "threads": args.threads,
               "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-              "reference": "litert_xnnpack", "results": table(times)}
+              "reference": reference, "results": table(times, reference)}
     print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 

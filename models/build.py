@@ -34,7 +34,8 @@ VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full,
 # tuning database, for benchmarks; aarch64: Raspberry Pi 5 (Cortex-A76) cross build.
 TVM_TARGETS = ("llvm", "llvm-untuned", "aarch64", "opencl", "cuda")
 ALL_ARTEFACTS = ("torchscript", "onnx") + TVM_TARGETS
-FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "llvm": "llvm.so",
+# onnx-opencv: the same network as OpenCV's own runtime loads it (a model with an `opencv_network`: YuNet)
+FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "onnx-opencv": "model-opencv.onnx", "llvm": "llvm.so",
              "llvm-untuned": "llvm-untuned.so", "aarch64": "aarch64.so", "opencl": "opencl.so",
              "cuda": "cuda.so"}
 ONNX_OPSET = 18  # >= 17; torch 2.13 exports 18 natively (down-converting Pad to 17 fails)
@@ -137,7 +138,7 @@ class Builder:
 
         base = _digest(self.variant, self.weights_sha, self.code, torch.__version__, str(ONNX_OPSET),
                        str(self.model.input_shape))
-        if artefact in ("torchscript", "onnx"):
+        if artefact in ("torchscript", "onnx", "onnx-opencv"):
             return _digest(base, artefact)
         import tvm
 
@@ -170,7 +171,7 @@ class Builder:
         elif artefact == "onnx":
             self.ensure("torchscript", dependency=True)
         t0 = time.perf_counter()
-        make = self._tvm if artefact in TVM_TARGETS else getattr(self, "_" + artefact)
+        make = self._tvm if artefact in TVM_TARGETS else getattr(self, "_" + artefact.replace("-", "_"))
         make(artefact, path)
         seconds = time.perf_counter() - t0
         self.manifest[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size}
@@ -205,6 +206,16 @@ class Builder:
             program = torch.onnx.export(self._torch_model(), (torch.zeros(self.model.input_shape),), dynamo=True,
                                         opset_version=ONNX_OPSET, external_data=False, input_names=["input"],
                                         output_names=list(self.model.outputs))
+        _atomic(path, lambda tmp: program.save(str(tmp), external_data=False))
+
+    def _onnx_opencv(self, artefact: str, path: Path) -> None:
+        import torch
+
+        network, names = self.model.opencv_network()
+        n, h, w, c = self.model.input_shape
+        with _quiet_stdout():
+            program = torch.onnx.export(network, (torch.zeros((n, c, h, w)),), dynamo=True, opset_version=ONNX_OPSET,
+                                        external_data=False, input_names=["input"], output_names=list(names))
         _atomic(path, lambda tmp: program.save(str(tmp), external_data=False))
 
     def _tvm(self, artefact: str, path: Path) -> None:
@@ -327,14 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack build-model", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=[*VARIANTS, "all"], default="full")
     p.add_argument("--targets", default="llvm",
-                   help=f"comma list of {','.join(TVM_TARGETS)} (TorchScript and ONNX are always made)")
+                   help=f"comma list of {','.join(TVM_TARGETS)}, onnx-opencv (yunet: the ONNX file OpenCV's "
+                        "cv2.FaceDetectorYN loads); TorchScript and ONNX are always made")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     p.add_argument("--input-size", type=parse_size, metavar="WxH",
                    help="input size of a model that takes any (yunet; default: the size in models/zoo.py)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    targets = parse_targets(p, args.targets, TVM_TARGETS)
+    targets = parse_targets(p, args.targets, (*TVM_TARGETS, "onnx-opencv"))
     if args.input_size and args.variant != "all" and not MODELS[args.variant].resizable:
         p.error(f"--input-size: the {args.variant} model has one size")
     for name in ("onnx_ir", "onnxscript"):  # one line per pass otherwise

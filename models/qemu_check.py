@@ -1,13 +1,14 @@
 """Run the Pi 5 (aarch64) build under emulation and compare it with the host build.
 
-    python -m models.qemu_check [--frames N]      # make check-aarch64 installs qemu and debootstrap
+    python -m models.qemu_check [--frames N] [--variant V]   # make check-aarch64 installs qemu and debootstrap
 
 No Pi here, so the aarch64 library runs on an aarch64 TVM runtime under qemu-user: an arm64
 Debian bookworm userland from `debootstrap --foreign` (its packages unpacked, nothing run
 inside it), the aarch64 `apache-tvm` wheel and its needs from PyPI (pinned, as on a Pi), and
 `qemu-aarch64-static -L <userland>` running that userland's python3. Everything is cached
 under models/build/arm64/; the first run downloads ~170 MB. Prints one JSON object: the max
-abs difference of both raw outputs on real frames against the host llvm build.
+abs difference of every raw output on real frames against the host llvm build, and the
+faces the aarch64 outputs decode to.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from .build import BUILD_DIR, Builder
 from .dataset import DATA_DIR
+from .zoo import MODELS
 
 log = logging.getLogger("facetrack.models.qemu_check")
 
@@ -40,8 +42,9 @@ lib, inputs, out = sys.argv[1:4]
 assert platform.machine() == "aarch64", platform.machine()
 vm = VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
 xs = np.load(inputs)
-res = [[o.numpy() for o in vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None])))] for x in xs]
-np.savez(out, regressors=np.stack([r[0] for r in res]), classificators=np.stack([r[1] for r in res]))
+outs = [vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None]))) for x in xs]
+res = [[o.numpy()] if isinstance(o, tvm.runtime.Tensor) else [t.numpy() for t in o] for o in outs]
+np.savez(out, *[np.stack([r[i] for r in res]) for i in range(len(res[0]))])
 """
 
 
@@ -89,14 +92,13 @@ def site_packages() -> Path:
     return site
 
 
-def frames(n: int) -> np.ndarray:
-    """`n` real face frames, preprocessed for the full-range model: (n, 192, 192, 3)."""
-    from .blazeface.postprocess import preprocess
+def frames(n: int, variant: str = "full") -> np.ndarray:
+    """`n` real face frames, preprocessed for `variant`: (n, H, W, 3)."""
     from .images import read_image
 
     paths = sorted(DATA_DIR.glob("OTB-*/img1/*.jpg"))
     chosen = paths[:: max(1, len(paths) // n)][:n]
-    return np.concatenate([preprocess(read_image(p), 192)[0] for p in chosen])
+    return np.concatenate([MODELS[variant].preprocess(read_image(p))[0] for p in chosen])
 
 
 def check(n_frames: int = 3, variant: str = "full") -> dict:
@@ -109,7 +111,7 @@ def check(n_frames: int = 3, variant: str = "full") -> dict:
     builder = Builder(variant)
     arm_lib, host_lib = builder.ensure("aarch64"), builder.ensure("llvm")
     root, site = userland(), site_packages()
-    xs = frames(n_frames)
+    xs = frames(n_frames, variant)
     with tempfile.TemporaryDirectory(dir=ARM_DIR) as tmp_name:
         tmp = Path(tmp_name)
         np.save(tmp / "x.npy", xs)
@@ -120,22 +122,26 @@ def check(n_frames: int = 3, variant: str = "full") -> dict:
                               env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"aarch64 run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-        arm = np.load(tmp / "out.npz")
+        with np.load(tmp / "out.npz") as npz:
+            arm = [npz[f"arr_{i}"] for i in range(len(npz.files))]
         vm = VirtualMachine(tvm.runtime.load_module(str(host_lib)), tvm.cpu())
-        host = [[o.numpy() for o in vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None])))] for x in xs]
+        host_out = [vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x[None]))) for x in xs]
+        host = [[o.numpy()] if isinstance(o, tvm.runtime.Tensor) else [t.numpy() for t in o] for o in host_out]
+    model = builder.model
+    faces = sum(len(model.detections([a[i:i + 1] for a in arm], 0.5, 0.3)[1]) for i in range(len(xs)))
     return {"library": str(arm_lib), "runtime": f"apache-tvm {WHEELS[0].split('==')[1]} aarch64 under {QEMU}",
-            "frames": len(xs),
-            "max_abs_diff_regressors": float(np.abs(arm["regressors"] - np.stack([h[0] for h in host])).max()),
-            "max_abs_diff_logits": float(np.abs(arm["classificators"] - np.stack([h[1] for h in host])).max()),
-            "max_logit": float(arm["classificators"].max())}
+            "variant": variant, "frames": len(xs), "faces": faces,
+            "max_abs_diff": {name: float(np.abs(a[:, 0] - np.stack([h[i][0] for h in host])).max())
+                             for i, (name, a) in enumerate(zip(model.outputs, arm))}}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.qemu_check", description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--variant", choices=list(MODELS), default="full")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    print(json.dumps(check(args.frames)))
+    print(json.dumps(check(args.frames, args.variant)))
     return 0
 
 

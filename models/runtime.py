@@ -51,6 +51,13 @@ class FaceDetector:
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
         self.infer = infer  # the model's NHWC input (zoo: `preprocess`) -> raw outputs
 
+    def at(self, input_size: tuple[int, int]) -> FaceDetector:
+        """The same network for frames fitted into `input_size`: eager PyTorch only (a built model has one size)."""
+        if self.backend != "torch" and self.model.at(input_size) is not self.model:
+            raise ValueError(f"the {self.backend} build of {self.variant} has one input size; use the torch backend")
+        return FaceDetector(self.model.at(input_size), self.backend, self.infer, self.score_threshold, self.nms_iou,
+                            self.model_path)
+
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
@@ -93,17 +100,20 @@ def _reason(e: BaseException) -> str:
 
 
 def _check_outputs(infer, model: DetectorModel, path) -> None:
-    """Run once on a blank input: catches a file that loads but is another model."""
+    """Run once on a blank input: catches a file that loads but is another model (or another size of it)."""
+    size = "x".join(map(str, model.input_size))
+    hint = (f" (built for another input size? `facetrack build-model --variant {model.name} --input-size {size}`)"
+            if model.resizable else "")
     try:
         outputs = infer(np.zeros(model.input_shape, np.float32))
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not this model
-        raise ModelFileError(f"model file {path} does not run as the {model.name} model: {_reason(e)}") from None
+        raise ModelFileError(f"model file {path} does not run as the {model.name} model at {size}: "
+                             f"{_reason(e)}{hint}") from None
     expected = tuple((1, model.anchors, width) for width in model.output_widths)
     if tuple(o.shape for o in outputs) != expected:
         got = " ".join(str(o.shape) for o in outputs)
-        size = "x".join(map(str, model.input_size))
         raise ModelFileError(f"model file {path} is not the {model.name} model at {size}: outputs {got}, "
-                             f"expected {' '.join(map(str, expected))} (build it for that size?)")
+                             f"expected {' '.join(map(str, expected))}{hint}")
 
 
 def set_tvm_threads(num_threads: int | None) -> None:

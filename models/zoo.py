@@ -42,9 +42,9 @@ class DetectorModel(abc.ABC):
         return (1, self.input_size[1], self.input_size[0], 3)
 
     @property
+    @abc.abstractmethod
     def anchors(self) -> int:
         """Rows of every output, (1, anchors, width)."""
-        raise NotImplementedError
 
     resizable = False  # True: the network takes any input size (`at`)
 
@@ -72,6 +72,10 @@ class DetectorModel(abc.ABC):
     @abc.abstractmethod
     def network(self):
         """The PyTorch network with its weights, in eval mode."""
+
+    def opencv_network(self):
+        """(the network as OpenCV's own detector for it loads it, its output names); only YuNet has one."""
+        raise ValueError(f"the {self.name} model has no OpenCV form")
 
     @abc.abstractmethod
     def detections(self, outputs, score_threshold: float, nms_iou: float
@@ -112,7 +116,9 @@ class BlazeFaceModel(DetectorModel):
 class SsdMobilenetModel(DetectorModel):
     @property
     def anchors(self) -> int:
-        return 5118
+        from .ssd_mobilenet.postprocess import anchors
+
+        return len(anchors(self.input_size[0]))
 
     def _manifest(self) -> Path:
         from .facerec.weights import fetch
@@ -176,6 +182,12 @@ class YuNetModel(DetectorModel):
         from .yunet.net import from_weights
 
         return from_weights()
+
+    def opencv_network(self):
+        """For `cv2.FaceDetectorYN` (OpenCV's runtime, the one Frigate runs): NCHW, 12 outputs."""
+        from .yunet.net import OPENCV_OUTPUTS, OpenCVYuNet, from_weights
+
+        return OpenCVYuNet(from_weights()).eval(), OPENCV_OUTPUTS
 
     def preprocess(self, frame_bgr):
         from .yunet.postprocess import preprocess

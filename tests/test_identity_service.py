@@ -1,8 +1,8 @@
 """The identity service as a real process, fed through a real proxy and a real frame ring.
 
 Frames of OTB-FaceOcc1-A go into the ring at ~30 fps with their Frame messages; Tracks
-carry one confirmed track on the gt box; Detections from the real detector arrive two
-frames late, every 3rd frame. The gallery file starts out broken (the service must keep
+carry one confirmed track on the gt box; Detections from the real detector (BlazeFace, and
+YuNet: its 5 landmarks) arrive two frames late, every 3rd frame. The gallery file starts out broken (the service must keep
 running, every face "unknown"), then a gallery enrolling the woman replaces it: the
 service reloads it and names the live track without being restarted. Through it all the
 track is embedded only a handful of times, not per frame or per detection. Then the gallery
@@ -28,6 +28,7 @@ from common.config import ROOT, load_config
 from common.frame_ring import FrameRing
 from common.gallery import Gallery
 from common.messages import Detections, Frame, GalleryReply, GalleryRequest, Identity, Metrics, Track, Tracks
+from models.build import build
 from models.facerec.runtime import load_embedder
 from models.runtime import load_detector
 
@@ -90,7 +91,8 @@ def _wait_for(sub: Subscriber, predicate, timeout: float, proc: subprocess.Popen
     pytest.fail(f"no matching message in {timeout} s; saw {[type(m).__name__ for m in seen][-10:]}")
 
 
-def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, proxy):
+@pytest.mark.parametrize("variant", ["full", "yunet"])  # BlazeFace's 6 keypoints, YuNet's 5 landmarks
+def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, proxy, variant):
     publish, subscribe = proxy
     stack_id = f"idt{os.getpid()}"
     gallery_path = tmp_path / "gallery.sqlite"
@@ -105,7 +107,8 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
 
     images = [cv2.imread(str(DATA / SEQ / "img1" / f"{f:06d}.jpg")) for f in range(1, FRAMES + 1)]
     gt = otb_gt(SEQ)
-    detector = load_detector("full", "tvm")
+    build([variant], ["llvm"])  # cached: instant when up to date
+    detector = load_detector(variant, "tvm")
     found = [detector.detect(im) for im in images]
     h, w = images[0].shape[:2]
     log_path = tmp_path / "identity.log"

@@ -11,8 +11,9 @@ from models.qemu_check import check  # without qemu/debootstrap: one error namin
 pytestmark = pytest.mark.slow
 
 
-def test_aarch64_build_under_emulation_equals_the_host_build():
-    result = check(n_frames=3)
-    assert result["frames"] == 3
-    assert result["max_logit"] > 0  # a face was found, so the outputs compared are not all background
-    assert result["max_abs_diff_regressors"] < 1e-3 and result["max_abs_diff_logits"] < 1e-3
+@pytest.mark.parametrize("variant, frames", [("full", 3), ("yunet", 1)])  # YuNet: 640x480, slow when emulated
+def test_aarch64_build_under_emulation_equals_the_host_build(variant, frames):
+    result = check(n_frames=frames, variant=variant)
+    assert result["frames"] == frames
+    assert result["faces"] >= frames  # faces found, so the outputs compared are not all background
+    assert max(result["max_abs_diff"].values()) < 1e-3, result

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facetrack.stack import Stack
 from models.build import build
@@ -108,3 +109,14 @@ def test_score_fails_when_the_detector_finds_nothing(tmp_path, free_port):
     """The same run with a detector that reports no face must score near zero."""
     fraction, ids, _ = run_sequence(tmp_path / "blind", free_port, score_threshold=1.0)
     assert fraction < 0.05 and not ids
+
+
+@pytest.mark.slow  # ~2 min here: it runs in the default suite once YuNet is the default detector
+def test_stack_runs_with_yunet(tmp_path, free_port):
+    """detector.variant yunet (libfacedetection's YuNet-s at detector.input_size, its TVM build)."""
+    build(["yunet"], ["llvm"])
+    fraction, ids, stack = run_sequence(tmp_path / "yunet", free_port, variant="yunet")
+    print(f"OTB-FaceOcc1-A with YuNet: {fraction:.3f} of frames matched, ids {sorted(ids)}")
+    assert "yunet on tvm" in stack.log("detector")
+    assert fraction >= 0.85, stack.log("tracker")[-2000:]
+    assert len(ids) == 1, f"the single face changed id: {ids}"

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _face_rows(seq: Sequence, switch_at: int | None = None):
-    dx, dy, sx, sy = HEAD_FROM_FACE
+    dx, dy, sx, sy = seq.head_rule
     rows = []
     for frame, _, left, top, gw, gh, *_ in seq.gt:
         w, h = gw / sx, gh / sy
@@ -35,10 +35,11 @@ def _face_rows(seq: Sequence, switch_at: int | None = None):
     return rows
 
 
-def test_face_to_head_inverts():
+@pytest.mark.parametrize("variant", sorted(HEAD_FROM_FACE))
+def test_face_to_head_inverts(variant):
     face = np.array([10.0, 20.0, 50.0, 70.0])
-    head = face_to_head(face)
-    dx, dy, sx, sy = HEAD_FROM_FACE
+    head = face_to_head(face, HEAD_FROM_FACE[variant])
+    dx, dy, sx, sy = HEAD_FROM_FACE[variant]
     assert head[2] - head[0] == pytest.approx(40 * sx) and head[3] - head[1] == pytest.approx(50 * sy)
     assert (head[0] + head[2]) / 2 == pytest.approx(30 + dx * 40)
 
@@ -76,7 +77,7 @@ def test_face_boxed_sequences_are_scored_as_published_and_saved_1_based(tmp_path
     # the head rule applied to face-boxed data would ruin it
     head = dataclasses.replace(syn, boxes="head")
     assert score({"gt": {syn.name: results["gt"][syn.name]}}, [head])["gt"]["COMBINED"]["HOTA"] < 60
-    write_mot(tmp_path / "syn.txt", rows[:1], head=False)
+    write_mot(tmp_path / "syn.txt", rows[:1], head_rule=None)
     frame, tid, left, top, w, h = tmp_path.joinpath("syn.txt").read_text().split(",")[:6]
     np.testing.assert_allclose([float(left), float(top), float(w), float(h)], syn.gt[0, 2:6], atol=0.01)
 

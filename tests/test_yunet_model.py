@@ -150,3 +150,42 @@ def test_the_nhwc_graph_has_no_real_transpose(built):
     relax.analysis.post_order_visit(mod["main"], visit)
     assert all(a == sorted(a) for a in axes), axes
     assert "relax.nn.pad" not in ops
+
+
+def test_the_opencv_export_runs_in_opencvs_face_detector_with_the_same_faces(wheel):
+    """model-opencv.onnx in `cv2.FaceDetectorYN` (OpenCV's runtime, the one Frigate runs): the
+    same boxes, scores and landmarks as our decode of our network, on the same input."""
+    import cv2
+
+    from models.build import Builder
+
+    model = MODELS["yunet"]
+    path = Builder("yunet").ensure("onnx-opencv")
+    width, height = model.input_shape[2], model.input_shape[1]
+    opencv = cv2.FaceDetectorYN.create(str(path), "", (width, height), 0.5, 0.3, 5000)
+    ours = FaceDetector(model, "torch", _load_torch(model, None, 1), 0.5, 0.3, None)
+    worst = {"box": 0.0, "landmark": 0.0, "score": 0.0}
+    faces = 0
+    for image in frames():
+        x, _ = model.preprocess(image)
+        _, found = opencv.detect(x[0].astype(np.uint8))  # our input, as the frame OpenCV is given
+        found = np.zeros((0, 15), np.float32) if found is None else found
+        boxes, scores, kps = model.detections(ours.infer(x), 0.5, 0.3)
+        assert len(found) == len(scores)
+        a, b = np.argsort(-found[:, 14], kind="stable"), np.argsort(-scores, kind="stable")
+        xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
+        worst["box"] = max(worst["box"], float(np.abs(found[a, :4] - xywh[b]).max(initial=0)))
+        worst["landmark"] = max(worst["landmark"], float(np.abs(found[a, 4:14] - kps[b].reshape(-1, 10)).max(initial=0)))
+        worst["score"] = max(worst["score"], float(np.abs(found[a, 14] - scores[b]).max(initial=0)))
+        faces += len(found)
+    print(f"{faces} faces; max abs diff vs cv2.FaceDetectorYN:", worst)
+    assert faces > 30
+    assert worst["box"] < 0.01 and worst["landmark"] < 0.01 and worst["score"] < 1e-4
+
+
+def test_a_build_of_another_input_size_is_one_line_naming_the_build_command(built):
+    from models.runtime import ModelFileError, load_detector
+
+    with pytest.raises(ModelFileError, match=r"--variant yunet --input-size 800x608`\)$") as err:
+        load_detector("yunet", "onnxruntime", input_size=(800, 608))
+    assert "\n" not in str(err.value)

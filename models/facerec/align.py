@@ -6,7 +6,8 @@ eye corners at fixed unit positions; the mean of each eye's two corners, mapped 
 padding, gives the eye centres below. BlazeFace gives eye centres, so a two-point similarity
 (rotation, uniform scale, shift) from its eyes to these centres reproduces dlib's chips
 closely. BlazeFace keypoint 0 is the subject's right eye, which lies on the left of an
-unmirrored image; it maps to the left template eye.
+unmirrored image; it maps to the left template eye. YuNet's landmarks start the same way
+(0 right eye, 1 left eye, 2 nose tip), so its faces are aligned alike.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _chip_point(corners) -> np.ndarray:
 # Where the eye centres land in the 150x150 crop: about (47.7, 47.1) and (100.3, 47.1).
 RIGHT_EYE = _chip_point(_RIGHT_EYE_CORNERS)
 LEFT_EYE = _chip_point(_LEFT_EYE_CORNERS)
-RIGHT_EYE_KP, LEFT_EYE_KP = 0, 1  # BlazeFace keypoint indices
+RIGHT_EYE_KP, LEFT_EYE_KP = 0, 1  # BlazeFace keypoint indices, and YuNet's
 
 
 def eye_transform(right_eye, left_eye) -> np.ndarray:
@@ -47,7 +48,7 @@ def eye_transform(right_eye, left_eye) -> np.ndarray:
 
 
 def align(frame_bgr: np.ndarray, keypoints) -> np.ndarray:
-    """The 150x150 RGB uint8 face chip for a face with BlazeFace `keypoints` (6, 2) in frame pixels.
+    """The 150x150 RGB uint8 face chip for a face with BlazeFace (6, 2) or YuNet (5, 2) `keypoints` in frame pixels.
 
     Large faces are halved with an image pyramid first so the warp does not alias (dlib does
     the same when it extracts chips).

@@ -1,4 +1,4 @@
-"""How good a view of a face is for the descriptor, from BlazeFace's keypoints alone.
+"""How good a view of a face is for the descriptor, from the detector's keypoints alone (BlazeFace's or YuNet's: both start right eye, left eye, nose tip).
 
 The service embeds a track once and again only for a clearly better view, so it needs a
 cheap score: the eye distance in pixels (capped where the 150x150 chip stops gaining detail),

@@ -104,3 +104,27 @@ def from_weights(arrays=None) -> YuNet:
     net = YuNet()
     net.load(arrays)
     return net.eval()
+
+
+OPENCV_OUTPUTS = tuple(f"{head}_{s}" for head, _ in HEADS for s in STRIDES)  # cls_8 ... kps_32
+
+
+class OpenCVYuNet(nn.Module):
+    """The same network as OpenCV's `cv2.FaceDetectorYN` loads it: NCHW BGR 0-255 in, twelve
+    outputs named `OPENCV_OUTPUTS`, each (1, cells of its level, channels), cls and obj
+    through a sigmoid (FaceDetectorYN reads them as probabilities)."""
+
+    def __init__(self, net: YuNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        per_level = [y.permute(0, 2, 3, 1).reshape(1, -1, y.shape[1]) for y in self.net.levels(x)]
+        out = {}
+        start = 0
+        for head, width in HEADS:
+            for stride, cells in zip(STRIDES, per_level):
+                part = cells[:, :, start:start + width]
+                out[f"{head}_{stride}"] = torch.sigmoid(part) if head in ("cls", "obj") else part
+            start += width
+        return tuple(out[name] for name in OPENCV_OUTPUTS)
