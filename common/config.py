@@ -33,8 +33,8 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 # tuples derived from them for the code registries (tests/test_config.py compares the two).
 TrackerKind = Literal["kcf", "csrt", "mosse", "none"]
 DetectorModel = Literal["full", "short", "ssd-mobilenet", "yunet"]
-DetectorBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
-IdentityBackend = Literal["tvm", "torchscript", "onnxruntime", "torch"]
+DetectorBackend = Literal["auto", "tvm", "torchscript", "onnxruntime", "torch"]
+IdentityBackend = Literal["auto", "tvm", "torchscript", "onnxruntime", "torch"]
 TRACKER_KINDS: tuple[str, ...] = typing.get_args(TrackerKind)
 DETECTOR_MODELS: tuple[str, ...] = typing.get_args(DetectorModel)
 DETECTOR_BACKENDS: tuple[str, ...] = typing.get_args(DetectorBackend)
@@ -88,7 +88,7 @@ class CaptureConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     variant: DetectorModel = "full"
     input_size: tuple[Side, Side] = (640, 480)
-    backend: DetectorBackend = "tvm"
+    backend: DetectorBackend = "auto"
     model_dir: str = "models/build"
     every_n: Positive = 3
     score_threshold: Fraction = 0.5
@@ -127,7 +127,7 @@ class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gallery: str = "{run_dir}/gallery.sqlite"
-    backend: IdentityBackend = "onnxruntime"
+    backend: IdentityBackend = "auto"
     model_dir: str = "models/build"
     threads: Positive = 1
     threshold: PositiveFloat = 0.5

@@ -7,7 +7,11 @@ its pid (a restart shows as a new pid), RSS and CPU % (psutil), and the fps of i
 at the start (after `--warmup`) and end, its maximum, the growth and the fitted growth rate
 (MB per hour, least squares over the samples), restarts, and the stage's fps (mean, min);
 also its anonymous memory (RssAnon: the heap, without the library code and the shared frame
-ring that RSS also counts, pages that come and go with use but never leak).
+ring that RSS also counts, pages that come and go with use but never leak), and its PSS and
+USS (/proc/PID/smaps_rollup): RSS counts every shared library and the frame ring once per
+process, so the RSS of six processes adds up to far more than the stack takes; PSS splits each
+shared page among the processes mapping it (the PSS sum over the stack is what it costs the
+board) and USS is what the process alone holds (what stopping it would free).
 The recorder runs with a small `--max-record-mb` (sink.max_record_mb), so its segments
 rotate and retention prunes them all along: each sample also has the size of the record
 directory (sink.record_dir, every file under it), and the summary its maximum, final size
@@ -81,6 +85,11 @@ def _summary(samples: list[dict], programs: list[str]) -> dict:
             "fps_mean": round(float(np.mean(fps)), 2) if fps else None,
             "fps_min": round(float(np.min(fps)), 2) if fps else None,
         }
+        for kind in ("pss", "uss"):
+            values = [s.get(f"{kind}_mb", {}).get(program) for s in samples if program in s["rss_mb"]]
+            if values and all(v is not None for v in values):
+                k_start, k_end = _edges(t, np.array(values))
+                out[program].update({f"{kind}_start_mb": round(k_start, 1), f"{kind}_end_mb": round(k_end, 1)})
         if all(r[4] is not None for r in rows):
             a_start, a_end = _edges(t, np.array([r[4] for r in rows]))
             out[program].update(anon_start_mb=round(a_start, 1), anon_end_mb=round(a_end, 1),
@@ -120,6 +129,34 @@ def _rss_anon_mb(pid: int) -> float | None:
         return None
 
 
+def pss_uss_mb(pid: int) -> tuple[float, float] | None:
+    """(PSS, USS) of a process in MB from /proc/PID/smaps_rollup (USS: its private pages,
+    clean and dirty), or None where the kernel does not provide it."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    fields[key] = int(rest.split()[0])
+    except (OSError, ValueError):
+        return None
+    if "Pss" not in fields:
+        return None
+    return fields["Pss"] / 1024, (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
+
+
+def _stack_pss(samples: list[dict]) -> dict:
+    """The PSS summed over the stack's processes: start and end (medians of the edges), maximum."""
+    rows = [(s["t_s"], sum(s["pss_mb"].values())) for s in samples if s.get("pss_mb")]
+    if not rows:
+        return {}
+    t, total = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    start, end = _edges(t, total)
+    return {"pss_sum_start_mb": round(start, 1), "pss_sum_end_mb": round(end, 1),
+            "pss_sum_max_mb": round(float(total.max()), 1)}
+
+
 def soak(args: argparse.Namespace, run_dir: Path) -> dict:
     overrides = {
         "stack": {"id": f"soak{os.getpid()}"},
@@ -152,7 +189,7 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
             while True:
                 status = stack.status()
                 sample: dict[str, Any] = {"t_s": round(time.monotonic() - t0, 1), "pid": {}, "rss_mb": {}, "anon_mb": {},
-                          "cpu_percent": {}, "fps": {}}
+                          "pss_mb": {}, "uss_mb": {}, "cpu_percent": {}, "fps": {}}
                 for program in programs:
                     state, pid = status.get(program, ("MISSING", None))
                     if state != "RUNNING" or not pid:
@@ -163,6 +200,9 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
                         anon = _rss_anon_mb(pid)
                         if anon is not None:
                             sample["anon_mb"][program] = round(anon, 2)
+                        pss_uss = pss_uss_mb(pid)
+                        if pss_uss is not None:
+                            sample["pss_mb"][program], sample["uss_mb"][program] = (round(v, 2) for v in pss_uss)
                         sample["cpu_percent"][program] = round(proc.cpu_percent(None), 1)
                     except psutil.Error:
                         continue
@@ -185,7 +225,8 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
         recorder_pid = samples[-1]["pid"].get("sink-recorder") if samples else None
         record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid) if recorder_pid else None)
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
-            "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "record_dir": record,
+            "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "stack": _stack_pss(samples),
+            "record_dir": record,
             "samples": samples}
 
 

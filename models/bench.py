@@ -150,7 +150,8 @@ def markdown(report: dict) -> str:
             for r in sorted(report["results"], key=lambda r: r["p50_ms"])]
     return "\n".join([f"{report['model']}, {report['input'][0]}x{report['input'][1]}, {report['threads']} thread(s), "
                       f"{report['rounds']} interleaved rounds on one real frame; LLVM CPU `{report['cpu']['llvm_mcpu']}`", "",
-                      md_table(["backend", "p50 ms", "p99 ms", f"p50 / {ref}", "speed-up vs eager"], rows)])
+                      md_table(["backend", "p50 ms", "p99 ms", f"p50 / {ref}", "speed-up vs eager"], rows), "",
+                      f"`backend: auto` runs {report['auto']['backend']} here: {report['auto']['why']}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("measuring %s for %d rounds on %d thread(s)", ", ".join(backends), args.rounds, args.threads)
     times = measure(backends, x, args.rounds)
     reference = REFERENCE[args.variant]
+    from .auto import choose
+
+    auto, why = choose(args.build_dir / args.variant)  # what `backend: auto` runs here, from `make model`'s timing
     report = {"model": MODEL_NAME[args.variant], "input": [x.shape[2], x.shape[1]], "threads": args.threads,
               "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-              "reference": reference, "results": table(times, reference)}
+              "reference": reference, "results": table(times, reference),
+              "auto": {"backend": auto, "why": why}}
     print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 

@@ -125,7 +125,7 @@ class Builder:
         self.dir = build_dir / variant
         self.dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.dir / "manifest.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
+        self.manifest = read_manifest(self.manifest_path)
         self.model = MODELS[variant].at(input_size)  # a resizable model (YuNet) at another size
         self.code = _digest(*(p.read_bytes() for p in [*_CODE, *self.model.code]))
         self.weights_sha = self.model.weights_digest()
@@ -174,8 +174,13 @@ class Builder:
         make = self._tvm if artefact in TVM_TARGETS else getattr(self, "_" + artefact.replace("-", "_"))
         make(artefact, path)
         seconds = time.perf_counter() - t0
-        self.manifest[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size}
-        self.manifest_path.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+        self.manifest[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size,
+                                   "file": path.name}
+        if artefact in TVM_TARGETS and artefact not in ("opencl", "cuda"):
+            from .cpu import target_record
+
+            self.manifest[artefact]["target"] = target_record(tvm_target(artefact))  # checked at load
+        write_manifest(self.manifest_path, self.manifest)
         log.info("%s/%s: built %s in %.1f s", self.variant, artefact, path, seconds)
         return path
 
@@ -234,8 +239,14 @@ class Builder:
             database = open_database(db_dir) if db_dir is not None else None
             mod = prepare(mod, target, GRAPH, database)
             if database is not None:
-                log.info("%s/%s: %d of %d kernels scheduled from the database", self.variant, artefact,
-                         *scheduled_kernels(mod))
+                done, total = scheduled_kernels(mod)
+                if done < total:  # a graph change orphans a database silently otherwise
+                    log.warning("%s/%s: only %d of %d kernels scheduled from the database %s: it was tuned for "
+                                "another graph or in part; `facetrack tune-model --variant %s` adds the rest",
+                                self.variant, artefact, done, total, db_dir, self.variant)
+                else:
+                    log.info("%s/%s: %d of %d kernels scheduled from the database", self.variant, artefact,
+                             done, total)
             with tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
                 ex = relax.build(mod, target=target, exec_mode=VM_EXEC_MODE)
         fcompile = None
@@ -252,6 +263,30 @@ class Builder:
             if not source:
                 raise RuntimeError(f"{artefact} build holds no {artefact} kernel source")
             path.with_suffix(suffix).write_text(source)
+
+
+def read_manifest(path: Path) -> dict:
+    """A build manifest; an unreadable one (torn by a crash) counts as empty, with one line: its
+    artefacts are rebuilt instead of every later build failing."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        return manifest
+    except (OSError, ValueError) as e:
+        log.warning("build manifest %s is unreadable (%s): rebuilding what it described", path, _first_line(e))
+        return {}
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Replace the manifest in one step (a temporary name, then rename): never half written."""
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def scheduled_kernels(mod) -> tuple[int, int]:
@@ -360,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     if "yunet" in variants:
         fetch_yunet()
     build(variants, ["torchscript", "onnx", *targets], args.force, args.build_dir, input_size=args.input_size)
+    if "llvm" in targets:
+        from .auto import time_detector
+
+        for variant in variants:  # what `backend: auto` runs on this host
+            time_detector(variant, args.build_dir, args.input_size)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return 0
 

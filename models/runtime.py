@@ -3,9 +3,10 @@
     det = load_detector("full", backend="tvm")      # models/build/full/llvm.so
     found = det.detect(frame_bgr)                   # Detections in frame pixels
 
-Backends: "tvm" (the compiled host library, the default), "torchscript", "onnxruntime"
-(the exported files) and "torch" (eager PyTorch from the .tflite weights), the last three
-for comparison and evaluation. Only the chosen backend's library is imported.
+Backends: "tvm" (the compiled host library), "torchscript", "onnxruntime" (the exported
+files) and "torch" (eager PyTorch from the .tflite weights), and "auto" (the default of the
+service: TVM where `make model` timed it at least as fast as ONNX Runtime on this CPU, else
+ONNX Runtime; models/auto.py). Only the chosen backend's library is imported.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .cpu import library_mismatch
 from .zoo import MODELS, DetectorModel
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
-BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
+BACKENDS = ("auto", "tvm", "torchscript", "onnxruntime", "torch")
 _FILES = {"tvm": "llvm.so", "torchscript": "model.ts", "onnxruntime": "model.onnx"}
 
 RawOutputs = tuple[np.ndarray, ...]  # the model's outputs (zoo: `outputs`), each (1, anchors, width)
@@ -79,6 +81,10 @@ def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path |
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     model = MODELS[variant].at(input_size)
+    if backend == "auto":
+        from .auto import resolve
+
+        backend = resolve(backend, Path(model_dir or BUILD_DIR) / variant, f"detector {variant}")
     path = None
     if backend in _FILES:
         path = Path(model_dir or BUILD_DIR) / variant / _FILES[backend]
@@ -175,6 +181,9 @@ def _load_tvm(variant: str | DetectorModel, path: Path, num_threads: int | None)
     from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler passes imported
 
     check_elf_complete(path)
+    mismatch = library_mismatch(path)
+    if mismatch:  # it would die of SIGILL on its first kernel
+        raise ModelFileError(mismatch)
     try:
         vm = VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
         main = vm["main"]

@@ -220,13 +220,18 @@ def tune(variant: str, minutes: float | None = None, trials: int | None = None, 
             before = len(db)
             # MetaSchedule re-configures its logger each call (a table per batch on stdout): quiet it
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=per_round,
-                          max_trials_per_task=per_round, num_trials_per_iter=min(32, per_round), builder=builder,
-                          runner=runner, database=db, cost_model=cost_model, task_scheduler="round-robin",
-                          module_equality=MODULE_EQUALITY)
+            try:
+                ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir), max_trials_global=per_round,
+                              max_trials_per_task=per_round, num_trials_per_iter=min(32, per_round),
+                              builder=builder, runner=runner, database=db, cost_model=cost_model,
+                              task_scheduler="round-robin", module_equality=MODULE_EQUALITY)
+            except Exception as e:  # noqa: BLE001 - one task MetaSchedule cannot search must not end the run
+                log.warning("task %d/%d %s: skipped for this run: %s", task.rank + 1, len(tasks), task.name,
+                            (str(e).strip().splitlines() or [type(e).__name__])[-1][:300])
+                exhausted.add(task.key)
             new = list(db.get_all_tuning_records())[before:]
             valid = sum(1 for r in new if _valid(r))
-            if not new:
+            if not valid:  # its space is spent, or every candidate failed: skip it for this run, not forever
                 exhausted.add(task.key)
             rounds += 1
             measured_run += len(new)

@@ -25,24 +25,26 @@ log = logging.getLogger("detector")
 def load(ctx: ServiceContext):
     """Load the compiled model; a bad model file becomes a one-line InputError."""
     from models import runtime
+    from models.auto import resolve
 
     cfg = ctx.config.detector
-    if cfg.backend == "tvm":
+    model_dir = Path(cfg.model_dir)
+    if not model_dir.is_absolute():
+        model_dir = ROOT / model_dir
+    backend = resolve(cfg.backend, model_dir / cfg.variant, "detector", log)  # one line for auto
+    if backend == "tvm":
         runtime.tvm_runtime_only()  # no compiler library, no torch: ~100 MB RSS instead of ~450
     from models.runtime import ModelFileError, load_detector
 
     # boxes down to tracker.low_score too: the tracker's second matching stage keeps tracks with them
     threshold = min(cfg.score_threshold, ctx.config.tracker.low_score)
-    model_dir = Path(cfg.model_dir)
-    if not model_dir.is_absolute():
-        model_dir = ROOT / model_dir
     try:
-        detector = load_detector(variant=cfg.variant, backend=cfg.backend, model_dir=model_dir,
+        detector = load_detector(variant=cfg.variant, backend=backend, model_dir=model_dir,
                                  score_threshold=threshold, nms_iou=cfg.nms_iou,
                                  num_threads=cfg.threads, input_size=cfg.input_size)
     except ModelFileError as exc:
         raise InputError(str(exc)) from None
-    log.info("model loaded: %s on %s, every %d frames", cfg.variant, cfg.backend, cfg.every_n)
+    log.info("model loaded: %s on %s, every %d frames", cfg.variant, backend, cfg.every_n)
     return detector
 
 

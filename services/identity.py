@@ -49,12 +49,16 @@ MAX_PENDING = 16  # detections waiting for their frame's tracks
 
 def load(ctx: ServiceContext):
     """Load the descriptor model; a missing build becomes a one-line InputError."""
+    from models.auto import resolve
+    from models.facerec.build import artefact_path
     from models.facerec.runtime import EmbedderError, load_embedder
 
     cfg = ctx.config.identity
     model_dir = Path(cfg.model_dir)
+    model_dir = model_dir if model_dir.is_absolute() else ROOT / model_dir
+    backend = resolve(cfg.backend, artefact_path("llvm", model_dir).parent, "face descriptor", log)  # one line for auto
     try:
-        return load_embedder(cfg.backend, model_dir if model_dir.is_absolute() else ROOT / model_dir, cfg.threads)
+        return load_embedder(backend, model_dir, cfg.threads)
     except EmbedderError as exc:
         raise InputError(str(exc)) from None
 

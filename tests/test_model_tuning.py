@@ -225,10 +225,10 @@ def test_a_killed_run_keeps_each_finished_round_and_the_next_run_resumes(tmp_pat
     with open(log, "w") as out:
         proc = subprocess.Popen([*cmd, "--minutes", "60"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + 2700  # liveness only: on a loaded 2-core box it took over 15 min
         while "round 1:" not in log.read_text():
             assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "no round finished in 15 min"
+            assert time.monotonic() < deadline, "no round finished in 45 min"
             time.sleep(1)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -242,7 +242,7 @@ def test_a_killed_run_keeps_each_finished_round_and_the_next_run_resumes(tmp_pat
     assert ledger["workloads"][first]["rank"] == 0
     assert "| 1 |" in (db_dir / "README.md").read_text()
 
-    subprocess.run([*cmd, "--trials", "4"], cwd=REPO, check=True, capture_output=True, timeout=900)
+    subprocess.run([*cmd, "--trials", "4"], cwd=REPO, check=True, capture_output=True, timeout=2700)
 
     ledger = json.loads((db_dir / "trials.json").read_text())
     second = [k for k, e in ledger["workloads"].items() if e.get("rank") == 1]

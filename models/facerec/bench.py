@@ -49,7 +49,12 @@ def run(runs: int, warmup: int, threads: int, build_dir: Path, backends: list[st
                             "p99_ms": round(float(np.percentile(times, 99)), 3),
                             "max_abs_diff_vs_torch": float(np.abs(out - reference).max())}
         log.info("%s: p50 %.1f ms", backend, results[backend]["p50_ms"])
-    return {"model": "facerec (dlib ResNet, face-api weights)", "input": [1, 3, INPUT_SIZE, INPUT_SIZE],
+    from models.auto import choose
+
+    from .build import NAME
+
+    auto, why = choose(build_dir / NAME)  # what `backend: auto` runs here, from `make model`'s timing
+    return {"auto": {"backend": auto, "why": why}, "model": "facerec (dlib ResNet, face-api weights)", "input": [1, 3, INPUT_SIZE, INPUT_SIZE],
             "runs": runs, "warmup": warmup, "threads": threads, "tvm_tuned": False,
             "machine": platform.machine(), "cpus": os.cpu_count(), "backends": results}
 

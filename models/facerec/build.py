@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from models.build import (AARCH64_CC, BUILD_DIR, EM_AARCH64, ONNX_OPSET, _atomic, _digest, _quiet_stdout,
-                          check_elf, parse_targets, tvm_target)
+                          check_elf, parse_targets, read_manifest, tvm_target, write_manifest)
 from models.graph import GraphOptions, prepare
 
 from . import weights
@@ -46,7 +46,7 @@ class Builder:
         self.dir = build_dir / NAME
         self.dir.mkdir(parents=True, exist_ok=True)
         self.record_path = self.dir / "manifest.json"
-        self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+        self.record = read_manifest(self.record_path)
         self.code = _digest(*(p.read_bytes() for p in _CODE))
 
     def path(self, artefact: str) -> Path:
@@ -74,8 +74,13 @@ class Builder:
         t0 = time.perf_counter()
         {"torchscript": self._torchscript, "onnx": self._onnx}.get(artefact, self._tvm)(artefact, path)
         seconds = time.perf_counter() - t0
-        self.record[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size}
-        self.record_path.write_text(json.dumps(self.record, indent=1, sort_keys=True))
+        self.record[artefact] = {"key": key, "seconds": round(seconds, 2), "bytes": path.stat().st_size,
+                                 "file": path.name}
+        if artefact in TVM_TARGETS:
+            from models.cpu import target_record
+
+            self.record[artefact]["target"] = target_record(tvm_target(artefact))  # checked at load
+        write_manifest(self.record_path, self.record)
         log.info("%s/%s: built %s in %.1f s", NAME, artefact, path, seconds)
         return path
 
@@ -129,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     targets = parse_targets(p, args.targets, TVM_TARGETS)
     try:
         build(["torchscript", "onnx", *targets], args.force, args.build_dir)
+        if "llvm" in targets:
+            from models.auto import time_identity
+
+            time_identity(args.build_dir)  # what `backend: auto` runs on this host
     except weights.WeightsError as e:
         log.error("%s", e)
         return 1

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from models.build import BUILD_DIR
+from models.cpu import library_mismatch
 
 from .build import artefact_path
 from .spec import DESCRIPTOR_SIZE, INPUT_SIZE
 
 log = logging.getLogger("facetrack.models.facerec.runtime")
 
-BACKENDS = ("tvm", "torchscript", "onnxruntime", "torch")
+BACKENDS = ("auto", "tvm", "torchscript", "onnxruntime", "torch")  # auto: models/auto.py
 
 
 class EmbedderError(RuntimeError):
@@ -111,6 +112,9 @@ def _tvm(build_dir: Path, threads: int):
     from tvm import relax
 
     path = _artefact("llvm", build_dir)
+    mismatch = library_mismatch(path)
+    if mismatch:  # it would die of SIGILL on its first kernel
+        raise EmbedderError(mismatch)
     tvm.get_global_func("runtime.config_threadpool")(1, threads)
     try:
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
@@ -121,9 +125,13 @@ def _tvm(build_dir: Path, threads: int):
     return lambda x: main(tvm.runtime.tensor(x)).numpy()
 
 
-def load_embedder(backend: str = "tvm", build_dir: Path = BUILD_DIR, threads: int = 1) -> Embedder:
+def load_embedder(backend: str = "auto", build_dir: Path = BUILD_DIR, threads: int = 1) -> Embedder:
     if backend not in BACKENDS:
         raise EmbedderError(f"unknown descriptor backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "auto":
+        from models.auto import resolve
+
+        backend = resolve(backend, artefact_path("llvm", Path(build_dir)).parent, "face descriptor")
     make = {"tvm": _tvm, "torchscript": _torchscript, "onnxruntime": _onnxruntime, "torch": _torch}[backend]
     embedder = Embedder(backend, make(Path(build_dir), threads))
     log.info("face descriptor model loaded: %s, %d thread(s)", backend, threads)
