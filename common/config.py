@@ -32,7 +32,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 # The choices, once: Literal types for the Structs (msgspec and mypy both read them), and the
 # tuples derived from them for the code registries (tests/test_config.py compares the two).
 TrackerKind = Literal["kcf", "csrt", "mosse", "none"]
-DetectorModel = Literal["full", "short", "ssd-mobilenet", "yunet"]
+DetectorModel = Literal["full", "short", "yunet"]
 DetectorBackend = Literal["auto", "tvm", "torchscript", "onnxruntime", "torch"]
 IdentityBackend = Literal["auto", "tvm", "torchscript", "onnxruntime", "torch"]
 TRACKER_KINDS: tuple[str, ...] = typing.get_args(TrackerKind)
@@ -91,8 +91,8 @@ class DetectorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backend: DetectorBackend = "auto"
     model_dir: str = "models/build"
     every_n: Positive = 3
-    score_threshold: Fraction = 0.5
-    nms_iou: Fraction = 0.3
+    score_threshold: Fraction | None = None  # None: the model's own (models/zoo.py)
+    nms_iou: Fraction | None = None          # None: the model's own
     threads: Positive = 1
     deadline_s: PositiveFloat = 5.0
     remote: Annotated[str, Meta(pattern=r"^(|tcp://.+)$", description='"" or tcp://HOST:PORT')] = ""

@@ -92,6 +92,8 @@ def type_text(info: msgspec.inspect.Type, hint: object) -> str:
     if isinstance(info, msgspec.inspect.LiteralType):
         base = typing.get_origin(hint) is typing.Annotated and typing.get_args(hint)[0] or hint
         return _literal(typing.get_args(base) or info.values)
+    if isinstance(info, msgspec.inspect.UnionType):  # e.g. float 0–1 or null
+        return " or ".join("null" if isinstance(t, msgspec.inspect.NoneType) else type_text(t, None) for t in info.types)
     if isinstance(info, msgspec.inspect.TupleType):
         return "[" + ", ".join(type_text(item, None) for item in info.item_types) + "]"
     if isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.SetType)):
@@ -115,6 +117,8 @@ def type_text(info: msgspec.inspect.Type, hint: object) -> str:
 
 
 def default_text(value: object) -> str:
+    if value is None:
+        return "`null`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if value == "":

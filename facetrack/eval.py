@@ -324,7 +324,7 @@ def main(argv: list[str]) -> int:
         **baselines(cfg.tracker)}
     if args.grid:
         settings |= {f"{k}-{i}": tracker_config(cfg.tracker, k, i) for k in GRID_KINDS for i in GRID_INTERVALS}
-    threshold = cfg.detector.score_threshold
+    threshold = detector.score_threshold  # the config's, else the model's own
     detector.score_threshold = min(threshold, cfg.tracker.low_score)  # low-score boxes feed the second stage
     latency_ms = args.latency_ms
     results: dict[str, dict[str, RunResult]] = {name: {} for name in settings}

@@ -24,7 +24,7 @@ from .dataset import DATA_DIR, Sample, datasets
 from .images import read_image
 from .build import parse_size
 from .runtime import Detections, ModelFileError, load_detector
-from .zoo import MODELS
+from .zoo import MODELS, thresholds
 
 log = logging.getLogger("facetrack.models.accuracy")
 # Recall is also given by face width (gt box, pixels): small faces are what a wall camera sees.
@@ -146,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", choices=list(MODELS), default="full")
     p.add_argument("--backends", default="tvm,torchscript")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--score-threshold", type=float, help="default: the model's own (models/zoo.py)")
     p.add_argument("--every", type=int, default=1, help="use every Nth frame of the clips")
     p.add_argument("--input-size", default=None, metavar="WxH|native",
                    help="a model that takes any size (yunet): the size frames are fitted into (default: its own); "
                         "native: every image at its own size (torch backend), as libfacedetection runs")
-    p.add_argument("--nms-iou", type=float, default=0.3)
+    p.add_argument("--nms-iou", type=float, help="default: the model's own")
     p.add_argument("--only", help="comma list of sequences (default: all)")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelFileError, ValueError) as exc:  # one line: a model not built, truncated, or an unknown backend
         log.error("cannot load the detector: %s", exc)
         return 1
-    report = {"variant": args.variant, "score_threshold": args.score_threshold, "nms_iou": args.nms_iou, "every": args.every,
+    score_threshold, nms_iou = thresholds(args.variant, args.score_threshold, args.nms_iou)
+    report = {"variant": args.variant, "score_threshold": score_threshold, "nms_iou": nms_iou, "every": args.every,
               "input_size": args.input_size or "x".join(map(str, MODELS[args.variant].input_size)), "sequences": {}}
     only = set(args.only.split(",")) if args.only else None
     for name, samples in datasets(args.data_dir).items():

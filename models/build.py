@@ -29,7 +29,7 @@ log = logging.getLogger("facetrack.models.build")
 MODELS_DIR = Path(__file__).resolve().parent
 BUILD_DIR = MODELS_DIR / "build"
 TUNING_DIR = MODELS_DIR / "tuning"
-VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full, short, SSD-MobileNet, YuNet
+VARIANTS = tuple(MODELS)  # the detector models (models/zoo.py): BlazeFace full, short, YuNet
 # llvm: this machine (what the detector service loads); llvm-untuned: the same without the
 # tuning database, for benchmarks; aarch64: Raspberry Pi 5 (Cortex-A76) cross build.
 TVM_TARGETS = ("llvm", "llvm-untuned", "aarch64", "opencl", "cuda")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .cpu import library_mismatch
-from .zoo import MODELS, DetectorModel
+from .zoo import MODELS, DetectorModel, thresholds
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
 BACKENDS = ("auto", "tvm", "torchscript", "onnxruntime", "torch")
@@ -35,7 +35,7 @@ class Detections:
     boxes: np.ndarray      # (N, 4) float32, x1 y1 x2 y2 in frame pixels
     scores: np.ndarray     # (N,) float32 in [0, 1]
     # (N, K, 2) float32 x y in frame pixels; BlazeFace K=6: eyes (R, L), nose, mouth, ears (R, L);
-    # YuNet K=5: eyes (R, L), nose, mouth corners (R, L); the SSD K=0
+    # YuNet K=5: eyes (R, L), nose, mouth corners (R, L); K=0 from a remote detector without landmarks
     keypoints: np.ndarray
 
     def __len__(self) -> int:
@@ -70,11 +70,12 @@ class FaceDetector:
 
 
 def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path | None = None,
-                  score_threshold: float = 0.5, nms_iou: float = 0.3, num_threads: int | None = None,
+                  score_threshold: float | None = None, nms_iou: float | None = None, num_threads: int | None = None,
                   input_size: tuple[int, int] | None = None) -> FaceDetector:
     """Load a built model (see `facetrack build-model`); raise ModelFileError if it is unusable.
 
-    `input_size` (width, height) sizes a model that takes any (YuNet); None: the model's own.
+    `input_size` (width, height) sizes a model that takes any (YuNet); None: the model's own;
+    `score_threshold` and `nms_iou` likewise (None: the model's own, models/zoo.py).
     """
     if variant not in MODELS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(MODELS)}")
@@ -92,7 +93,7 @@ def load_detector(variant: str = "full", backend: str = "tvm", model_dir: Path |
             raise ModelFileError(f"model file {path} is missing: run `facetrack build-model --variant {variant}`")
     infer = _LOADERS[backend](model, path, num_threads)
     _check_outputs(infer, model, path or backend)
-    return FaceDetector(model, backend, infer, score_threshold, nms_iou, path)
+    return FaceDetector(model, backend, infer, *thresholds(variant, score_threshold, nms_iou), path)
 
 
 def _model(variant: str | DetectorModel) -> DetectorModel:

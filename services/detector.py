@@ -35,12 +35,14 @@ def load(ctx: ServiceContext):
     if backend == "tvm":
         runtime.tvm_runtime_only()  # no compiler library, no torch: ~100 MB RSS instead of ~450
     from models.runtime import ModelFileError, load_detector
+    from models.zoo import thresholds
 
     # boxes down to tracker.low_score too: the tracker's second matching stage keeps tracks with them
-    threshold = min(cfg.score_threshold, ctx.config.tracker.low_score)
+    score_threshold, nms_iou = thresholds(cfg.variant, cfg.score_threshold, cfg.nms_iou)
+    threshold = min(score_threshold, ctx.config.tracker.low_score)
     try:
         detector = load_detector(variant=cfg.variant, backend=backend, model_dir=model_dir,
-                                 score_threshold=threshold, nms_iou=cfg.nms_iou,
+                                 score_threshold=threshold, nms_iou=nms_iou,
                                  num_threads=cfg.threads, input_size=cfg.input_size)
     except ModelFileError as exc:
         raise InputError(str(exc)) from None

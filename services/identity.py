@@ -10,7 +10,7 @@ inferences and never queues. Never every frame: a track is embedded a handful of
 `Identity` messages go out when an answer is made or changes, and again every
 `republish_s` for late-joining sinks. The gallery file is reloaded when it changes; a
 missing or broken one leaves every face "unknown" but the service running. A detector that
-finds faces without landmarks (the SSD detector: keypoints of shape (N, 0, 2)) gives nothing to
+finds faces without landmarks (a remote detector's: keypoints of shape (N, 0, 2)) gives nothing to
 align a face by: such faces are counted (`no_landmarks`), never embedded (an unaligned chip
 would name the wrong person), and one line says why; the service keeps running.
 

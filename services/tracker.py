@@ -22,6 +22,7 @@ from common.runs import RunWatch, new_run_id
 from common.service import ServiceContext, run_service
 from common.tracking import FrameDetections, TrackManager
 from common.tracking.rate import FrameRate
+from models.zoo import thresholds
 
 log = logging.getLogger("tracker")
 
@@ -34,7 +35,8 @@ def to_frame_detections(msg: Detections) -> FrameDetections:
 def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
     rate = FrameRate(prior=cfg.capture.fps or 30.0)  # the source's rate, learnt from the frames
-    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=cfg.detector.score_threshold)
+    start_score, _ = thresholds(cfg.detector.variant, cfg.detector.score_threshold)  # what the detector calls a face
+    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=start_score)
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)

@@ -175,13 +175,13 @@ def test_identity_service_names_a_track_after_the_gallery_is_fixed(tmp_path, pro
 
 
 def test_faces_without_landmarks_leave_the_service_running_with_one_line(tmp_path, proxy):
-    """The SSD detector finds faces but no landmarks (keypoints of shape (N, 0, 2)): nothing to
+    """A detector (here a remote one) that finds faces but no landmarks (keypoints of shape (N, 0, 2)): nothing to
     align a face by. The service must keep running, name no one, and say why once."""
     publish, subscribe = proxy
     config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     config["stack"].update(id=f"idn{os.getpid()}", run_dir=str(tmp_path))
     config["bus"].update(publish=publish, subscribe=subscribe)
-    config["detector"].update(variant="ssd-mobilenet")
+    config["detector"].update(remote="tcp://127.0.0.1:1")
     config["monitor"].update(interval_s=0.5)
     config_path = tmp_path / "stack.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -222,4 +222,4 @@ def test_faces_without_landmarks_leave_the_service_running_with_one_line(tmp_pat
     log = log_path.read_text()
     assert rc == 0 and "Traceback" not in log, log[-3000:]
     lines = [line for line in log.splitlines() if "no landmarks" in line]
-    assert len(lines) == 1 and "detector.variant ssd-mobilenet" in lines[0], log[-3000:]
+    assert len(lines) == 1 and "the remote detector at tcp://127.0.0.1:1" in lines[0], log[-3000:]

@@ -189,3 +189,23 @@ def test_a_build_of_another_input_size_is_one_line_naming_the_build_command(buil
     with pytest.raises(ModelFileError, match=r"--variant yunet --input-size 800x608`\)$") as err:
         load_detector("yunet", "onnxruntime", input_size=(800, 608))
     assert "\n" not in str(err.value)
+
+
+def test_each_model_ships_its_own_threshold_and_the_config_overrides_it(built):
+    """detector.score_threshold unset: YuNet calls a face what it ships with (0.7, not BlazeFace's 0.5)."""
+    from common.config import load_config
+    from models.runtime import load_detector
+
+    cfg = load_config(overrides=["detector.variant=yunet"]).detector
+    shipped = load_detector(cfg.variant, "onnxruntime", score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou)
+    lower = load_config(overrides=["detector.variant=yunet", "detector.score_threshold=0.5"]).detector
+    overridden = load_detector(lower.variant, "onnxruntime", score_threshold=lower.score_threshold)
+    assert shipped.score_threshold == MODELS["yunet"].score_threshold != MODELS["full"].score_threshold
+    assert overridden.score_threshold == 0.5
+    between = 0
+    for image in frames():
+        a, b = shipped.detect(image), overridden.detect(image)
+        assert (a.scores >= shipped.score_threshold).all()
+        between += int(((b.scores >= 0.5) & (b.scores < shipped.score_threshold)).sum())
+        np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores[b.scores >= shipped.score_threshold]))
+    assert between > 0, "the override should let faces scoring 0.5-0.7 through"

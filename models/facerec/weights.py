@@ -28,16 +28,12 @@ PACKAGE = "@vladmandic/face-api@1.7.15"
 TARBALL = "vladmandic-face-api-1.7.15.tgz"
 TARBALL_SHA256 = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
 DEST_NAME = "face-api-1.7.15"
-# path inside the tarball -> sha256: the weights of the face descriptor and of the
-# SSD-MobileNet face detector (models/ssd_mobilenet/). The JS file and licence are kept for the
+# path inside the tarball -> sha256: the weights of the face descriptor. The JS file and licence are kept for the
 # reference checks (tests run face-api's own networks in Node) and for the attribution.
 FILES = {
     "package/model/face_recognition_model.bin": "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
     "package/model/face_recognition_model-weights_manifest.json":
         "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
-    "package/model/ssd_mobilenetv1_model.bin": "2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8",
-    "package/model/ssd_mobilenetv1_model-weights_manifest.json":
-        "888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955",
     "package/dist/face-api.node-wasm.js": "4cc67548193dfd0542da43d722f1cdcd015b7e867083e8f7627d3b36e52b47ce",
     "package/LICENSE": "9a3442b79acaf4fbc7c2e07b7e2d8f84af9bb3871bf08a69d80304ab00640e9a",
 }
