@@ -122,7 +122,8 @@ class TrackerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self):
         if self.interval_min > self.interval_max:
-            raise ValueError(f"interval_min ({self.interval_min}) must not exceed interval_max ({self.interval_max})")
+            raise ValueError(f"'tracker.interval_min' ({self.interval_min}) must not exceed "
+                             f"'tracker.interval_max' ({self.interval_max})")
 
 
 class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -176,6 +177,13 @@ class MonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     release_heap_s: NonNegativeFloat = 10.0
     prometheus_host: str = "127.0.0.1"
     prometheus_port: Port = 9108
+
+
+class EventsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Hysteresis of the track events and face state a home automation reacts to (services/sinks/mqtt_events.py)."""
+    end_after_s: NonNegativeFloat = 1.0
+    rejoin_iou: Fraction = 0.3
+    name_hold_s: NonNegativeFloat = 1.0
 
 
 class MqttConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -240,6 +248,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshots: SnapshotsConfig = msgspec.field(default_factory=SnapshotsConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     watchdog: WatchdogConfig = msgspec.field(default_factory=WatchdogConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     home_assistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
@@ -284,6 +293,8 @@ def _one_line(exc: msgspec.ValidationError, data: dict) -> str:
         return f"config: {message}"
     if message.startswith("Expected `object`"):
         return f"config key '{key}': expected a mapping, {message.split(', ', 1)[-1]}"
+    if "." not in key:  # a check across the keys of one section names its keys itself
+        return f"config section '{key}': {message}"
     if message.startswith("Invalid enum value"):
         section, name = key.split(".", 1)
         allowed = typing.get_args(typing.get_type_hints(SECTIONS[section])[name])

@@ -13,10 +13,20 @@ Seqlock: a slot's sequence number is odd while the writer fills it and even when
 frame is whole. A `Frame` message carries the even number; a reader copies the pixels and
 checks the number before and after: any change means the slot was overwritten under it,
 and the copy is thrown away (`read` returns None). The writer never waits for readers.
+
+The sequence numbers are loaded and stored through common/seqlock.c (acquire/release, built
+by `make setup` into common/_seqlock.so, called with ctypes), not as numpy values: the pixels
+are copied with plain loads and stores, and only these barriers keep them between the two
+sequence checks. x86 is total-store-order, so plain accesses would happen to work there;
+the Pi's ARM cores reorder independent loads and stores, and a reader could copy pixels the
+writer is still changing yet see the same even number before and after. seqlock.c says which
+barrier stops which reordering.
 """
 from __future__ import annotations
 
 import fcntl
+import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -36,8 +46,28 @@ SLOT_HEADER_BYTES = 64  # seq u64, frame_id i64, t_capture f64, width u32, heigh
 ALIGN = 64
 
 
+SEQLOCK_LIB = Path(__file__).resolve().parent / "_seqlock.so"
+
+
 class RingError(Exception):
     """A ring that cannot be created or attached, worded as one line."""
+
+
+@functools.cache
+def seqlock() -> ctypes.CDLL:
+    """common/_seqlock.so (built from seqlock.c by `make setup`) with its signatures."""
+    try:
+        lib = ctypes.CDLL(str(SEQLOCK_LIB))
+    except OSError as exc:
+        raise RingError(f"frame ring: {SEQLOCK_LIB} cannot be loaded ({exc}); `make setup` builds it from "
+                        "common/seqlock.c with the C compiler") from None
+    for name, restype, argtypes in (("ft_seq_begin_read", ctypes.c_uint64, [ctypes.c_void_p]),
+                                    ("ft_seq_end_read", ctypes.c_uint64, [ctypes.c_void_p]),
+                                    ("ft_seq_begin_write", None, [ctypes.c_void_p, ctypes.c_uint64]),
+                                    ("ft_seq_end_write", None, [ctypes.c_void_p, ctypes.c_uint64])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
 
 
 def _aligned(n: int) -> int:
@@ -48,10 +78,20 @@ def ring_path(name: str, shm_dir: str | os.PathLike = "/dev/shm") -> Path:
     return Path(shm_dir) / name
 
 
+def lores_name(name: str) -> str:
+    """The ring of the camera's lores frames beside ring `name` (same slots, same ring id)."""
+    return f"{name}-lores"
+
+
 class FrameRing:
     """One mapping of the ring; use `create` (the owner) or `attach` (readers)."""
 
     def __init__(self, path: Path, fd: int, owner: bool):
+        try:
+            self._sync = seqlock()
+        except RingError:
+            os.close(fd)
+            raise
         self.path = path
         self.owner = owner
         self._fd = fd
@@ -78,12 +118,14 @@ class FrameRing:
             pixels = buf[base + SLOT_HEADER_BYTES:base + SLOT_HEADER_BYTES + width * height * channels]
             self._slot_views.append((head[:8].view(np.uint64), head[8:16].view(np.int64),
                                      head[16:24].view(np.float64), head[24:32].view(np.uint32), pixels))
+        self._seq_addr = [views[0].ctypes.data for views in self._slot_views]  # the u64 seqlock.c reads and writes
 
     @classmethod
     def create(cls, name: str, width: int, height: int, slots: int, channels: int = 3,
-               shm_dir: str | os.PathLike = "/dev/shm") -> "FrameRing":
+               shm_dir: str | os.PathLike = "/dev/shm", ring_id: int | None = None) -> "FrameRing":
         """Create the ring (owner). A segment of the same name whose owner is alive is refused
-        (RingError naming its pid); one whose owner died is removed first."""
+        (RingError naming its pid); one whose owner died is removed first. `ring_id` (default: a
+        new capture run, common/runs.py) lets a companion ring (lores) share its main ring's id."""
         path = ring_path(name, shm_dir)
         slot_bytes = _aligned(SLOT_HEADER_BYTES + width * height * channels)
         size = HEADER_BYTES + slots * slot_bytes
@@ -103,7 +145,8 @@ class FrameRing:
                 f"{size / 2**20:.1f} MB ({slots} slots of {width}x{height}); enlarge it or lower "
                 f"ring.slots / capture size ({exc.strerror})") from None
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            ring_id = new_run_id()  # the capture run (common/runs.py)
+            if ring_id is None:
+                ring_id = new_run_id()  # the capture run (common/runs.py)
             _HEADER.pack_into(mm, 0, MAGIC, 1, slots, slot_bytes, width, height, channels, ring_id, os.getpid())
         log.info("frame ring %s: %d slots of %dx%dx%d (%.1f MB)", path, slots, width, height,
                  channels, size / 2**20)
@@ -125,40 +168,44 @@ class FrameRing:
         if w > self.width or h > self.height or (image.ndim == 3 and image.shape[2] != self.channels):
             raise RingError(f"frame ring {self.path}: frame {w}x{h} does not fit slots of {self.width}x{self.height}")
         slot = frame_id % self.slots
-        seq, id_view, t_view, size_view, pixels = self._slot_views[slot]
-        odd = int(seq[0]) + 1 | 1
-        seq[0] = odd  # writer in the slot: readers will see a changed number
+        _, id_view, t_view, size_view, pixels = self._slot_views[slot]
+        addr = self._seq_addr[slot]
+        odd = int(self._sync.ft_seq_begin_read(addr)) + 1 | 1  # only this process writes it
+        self._sync.ft_seq_begin_write(addr, odd)  # readers now see a changed number, before any pixel
         pixels[:w * h * self.channels] = image.reshape(-1)
         id_view[0], t_view[0] = frame_id, t_capture
         size_view[0], size_view[1] = w, h
-        seq[0] = odd + 1
+        self._sync.ft_seq_end_write(addr, odd + 1)  # every pixel is visible before the even number
         return slot, odd + 1
 
     def read(self, slot: int, seq: int, out: np.ndarray | None = None) -> np.ndarray | None:
         """Copy the frame of (slot, seq); None if it was overwritten before or during the copy."""
         if not 0 <= slot < self.slots:
             raise RingError(f"frame ring {self.path}: slot {slot} out of range 0..{self.slots - 1}")
-        seq_view, _, _, size_view, pixels = self._slot_views[slot]
-        if int(seq_view[0]) != seq:
+        _, _, _, size_view, pixels = self._slot_views[slot]
+        addr = self._seq_addr[slot]
+        if self._sync.ft_seq_begin_read(addr) != seq:  # acquire: no pixel load moves above it
             return None
         w, h = int(size_view[0]), int(size_view[1])
+        if w * h * self.channels > pixels.size:  # a torn size (the check below throws the copy away)
+            return None
         if out is None or out.shape != (h, w, self.channels):
             out = np.empty((h, w, self.channels), np.uint8)
         np.copyto(out.reshape(-1), pixels[:w * h * self.channels])
-        if int(seq_view[0]) != seq:
+        if self._sync.ft_seq_end_read(addr) != seq:  # fence: every pixel load is done before this one
             return None
         return out
 
     def peek(self, slot: int) -> tuple[int, int]:
         """(seq, frame_id) of a slot as it is now; seq is odd while the writer is in it."""
-        seq_view, id_view, _, _, _ = self._slot_views[slot]
-        return int(seq_view[0]), int(id_view[0])
+        _, id_view, _, _, _ = self._slot_views[slot]
+        return int(self._sync.ft_seq_begin_read(self._seq_addr[slot])), int(id_view[0])
 
     def close(self) -> None:
         """Drop the mapping (views die with it), and unlink if we own the ring."""
         if self._fd < 0:
             return
-        self._slot_views = []
+        self._slot_views, self._seq_addr = [], []
         if self._mm is not None:
             self._mm.close()
             self._mm = None
@@ -211,15 +258,19 @@ class RingReader:
     def read(self, frame, copy: bool = True) -> np.ndarray | None:
         """Pixels of `frame` (a messages.Frame). With copy=False the returned array is reused
         by the next call: use it before reading again."""
-        if self.ring is None or self.ring.ring_id != frame.ring_id:
+        return self.read_at(frame.ring_id, frame.slot, frame.seq, copy)
+
+    def read_at(self, ring_id: int, slot: int, seq: int, copy: bool = True) -> np.ndarray | None:
+        """Pixels at (slot, seq) of ring instance `ring_id`; as read()."""
+        if self.ring is None or self.ring.ring_id != ring_id:
             self._reattach()
-            if self.ring is None or self.ring.ring_id != frame.ring_id:
+            if self.ring is None or self.ring.ring_id != ring_id:
                 self.stale += 1
                 return None
-        if not 0 <= frame.slot < self.ring.slots:
+        if not 0 <= slot < self.ring.slots:
             self.stale += 1
             return None
-        image = self.ring.read(frame.slot, frame.seq, None if copy else self._buf)
+        image = self.ring.read(slot, seq, None if copy else self._buf)
         if image is None:
             self.stale += 1
         elif not copy:

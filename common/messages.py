@@ -29,7 +29,9 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A new frame in the ring: published by capture for every frame.
 
     `ring_id` names the ring instance (a restarted capture makes a new one), `source_pos` is
-    the frame's index in its source (files loop; frame_id never goes back).
+    the frame's index in its source (files loop; frame_id never goes back). `lores_seq` is
+    not 0 when the camera's ISP also gave a small copy of the frame: it is in the lores ring
+    (frame_ring.lores_name) at the same slot with this seq.
     """
     TOPIC: typing.ClassVar[bytes] = b"frame"
     stack: str
@@ -42,6 +44,7 @@ class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     height: Annotated[int, Meta(gt=0)]
     source_pos: int
     fmt: str = "bgr24"
+    lores_seq: int = 0
     v: int = VERSION
 
     def __post_init__(self):
@@ -181,6 +184,24 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _versioned(self)
 
 
+class StackHealth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The watchdog's word on the whole stack, once per monitor period (services/watchdog.py).
+
+    `expected`: the supervisord programs that should run (autostart, or started by hand and not
+    stopped since); `down`: those of them that do not, program -> why (its supervisord state,
+    e.g. "STOPPED", "FATAL", "BACKOFF", or "silent" for a running process whose metrics stopped). The consumers (`facetrack monitor`, /healthz, the MQTT status) read it through
+    common/health.py, which also calls the watchdog itself down when this message stops.
+    """
+    TOPIC: typing.ClassVar[bytes] = b"health"
+    t: float
+    expected: list[str]
+    down: dict[str, str]
+    v: int = VERSION
+
+    def __post_init__(self):
+        _versioned(self)
+
+
 class FrameRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A remote detector is free: the next frame it should work on, please.
 
@@ -266,7 +287,8 @@ def _finite_box(box) -> None:
 
 
 MESSAGES: dict[bytes, type] = {cls.TOPIC: cls for cls in (Frame, Detections, Tracks, Identity, Metrics,
-                                                          FrameRequest, EncodedFrame, GalleryRequest, GalleryReply)}
+                                                          StackHealth, FrameRequest, EncodedFrame, GalleryRequest,
+                                                          GalleryReply)}
 _DECODERS: dict[bytes, msgspec.msgpack.Decoder] = {topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGES.items()}
 
 
@@ -299,6 +321,8 @@ def decode(frames: typing.Sequence[bytes]):
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: {_where(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: body is not msgpack ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:  # msgspec lets a key or string that is not UTF-8 through as this
+        raise MessageError(f"{MESSAGES[bytes(topic)].__name__}: a key or string is not UTF-8") from None
 
 
 def _where(text: str) -> str:

@@ -13,7 +13,12 @@ serves the same at its own `/metrics`. Families (label `service` = the stage):
   facetrack_stage_ms{quantile}      processing time per frame, p50 and p99
   facetrack_latency_ms{path,quantile}  per-frame latency between two pipeline points
                                     (Metrics.latency_ms, e.g. path="capture_to_tracked")
-  facetrack_extra{key}              every extra value (queue depth, skipped, temp_c ...)
+  facetrack_extra{key}              every other extra value (queue depth, skipped ...)
+  facetrack_board_temperature_celsius, facetrack_board_cpu_frequency_hertz,
+  facetrack_board_throttled_flags   board health as the stage's host reads it (common/board.py):
+                                    SoC temperature, fastest core's clock, get_throttled's raw bits
+  facetrack_board_throttle{flag}    1/0 per get_throttled bit (undervoltage, freq_capped, throttled,
+                                    soft_temp_limit, and each *_occurred since boot)
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from common.board import THROTTLE_BITS
 from common.messages import Metrics
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
@@ -42,6 +48,15 @@ _GAUGES = (
     ("rss_bytes", "Resident memory of the stage's process.", lambda m: m.rss_bytes),
     ("process_id", "PID of the stage's process.", lambda m: m.pid),
 )
+
+
+_BOARD = (
+    ("temp_c", "facetrack_board_temperature_celsius", "SoC temperature of the stage's host (hottest zone).", 1.0),
+    ("cpu_mhz", "facetrack_board_cpu_frequency_hertz", "CPU clock of the stage's host now (fastest core).", 1e6),
+    ("throttled_flags", "facetrack_board_throttled_flags", "The Pi firmware's get_throttled bits on the stage's host.",
+     1.0),
+)
+BOARD_KEYS = frozenset([key for key, *_ in _BOARD] + list(THROTTLE_BITS.values()))
 
 
 class StackMetrics:
@@ -113,5 +128,19 @@ class StackMetrics:
                 latency.add_metric([s, path, "0.5"], lat.p50_ms)
                 latency.add_metric([s, path, "0.99"], lat.p99_ms)
             for key, value in sorted(m.extra.items()):
-                extra.add_metric([s, key], value)
+                if key not in BOARD_KEYS:
+                    extra.add_metric([s, key], value)
         yield from (stage, latency, extra)
+        for key, name, help_text, scale in _BOARD:
+            gauge = GaugeMetricFamily(name, help_text, labels=["service"])
+            for s, m in items:
+                if key in m.extra:
+                    gauge.add_metric([s], m.extra[key] * scale)
+            yield gauge
+        flags = GaugeMetricFamily("facetrack_board_throttle", "1 while the firmware reports this get_throttled bit.",
+                                  labels=["service", "flag"])
+        for s, m in items:
+            for flag in THROTTLE_BITS.values():
+                if flag in m.extra:
+                    flags.add_metric([s, flag], m.extra[flag])
+        yield flags

@@ -119,6 +119,12 @@ def _record_summary(samples: list[dict], limit_mb: float, recorder: Metrics | No
     return out
 
 
+def _pss_last(samples: list[dict]) -> dict[str, float]:
+    """Each program's PSS in the last sample, and their sum: what the stack takes of the board's RAM."""
+    last = samples[-1].get("pss_mb", {}) if samples else {}
+    return {**last, "total": round(sum(last.values()), 1)} if last else {}
+
+
 def _rss_anon_mb(pid: int) -> float | None:
     """The process's private anonymous memory (its heap, not library code or the shared
     frame ring, which RSS also counts), or None where /proc does not say."""
@@ -226,7 +232,7 @@ def soak(args: argparse.Namespace, run_dir: Path) -> dict:
         record = _record_summary(samples, args.max_record_mb, latest.get(recorder_pid) if recorder_pid else None)
     return {"source": args.source, "minutes": args.minutes, "interval_s": args.interval, "warmup_s": args.warmup,
             "cpu_count": os.cpu_count(), "programs": _summary(samples, programs), "stack": _stack_pss(samples),
-            "record_dir": record,
+            "record_dir": record, "pss_mb_last": _pss_last(samples),
             "samples": samples}
 
 

@@ -29,6 +29,7 @@ COMMANDS = {
     "eval identity": ("facetrack.identity_eval", "naming and re-identification on OTB clips, one JSON object"),
     "bench soak": ("facetrack.bench_soak", "RSS, CPU and fps per process over time (--minutes M), one JSON object"),
     "bench pipeline": ("facetrack.bench_pipeline", "the whole stack on the demo clip, one JSON object"),
+    "bench lores": ("facetrack.bench_lores", "ring read + model preprocessing, main frames vs the camera's lores, one JSON object"),
 }
 
 

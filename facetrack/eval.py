@@ -41,7 +41,8 @@ import numpy as np
 from common.config import ROOT, Config, ConfigError, TrackerConfig, load_config, replace
 from common.report import provenance
 from common.threads import limit_threads
-from common.tracking import TrackManager
+from common.tracking import BOARD_CORES, StepClock, TrackManager
+from common.tracking.schedule import TRACKER_MS
 from models.dataset import DATA_DIR, mot_sequences
 from models.images import read_image
 from models.runtime import ModelFileError
@@ -116,11 +117,13 @@ def tracker_config(base: TrackerConfig, kind: str, interval: str) -> TrackerConf
 
 
 def run_sequence(images: list[np.ndarray], cache: CachedDetections, cfg: TrackerConfig, fps: float,
-                 latency_ms: float, min_score: float = 0.0, start_score: float = 0.5) -> RunResult:
+                 latency_ms: float, min_score: float = 0.0, start_score: float = 0.5, cores: int = BOARD_CORES,
+                 tracker_ms: float = TRACKER_MS) -> RunResult:
     """The manager over one sequence, fed as live: the detector starts when the manager's
     interval says so and the detector is free; its result arrives `latency_ms` later, and
-    the manager is told each call cost that (live: each call's reported latency)."""
-    manager = TrackManager(cfg, fps=fps, start_score=start_score)
+    the manager is told each call cost that (live: each call's reported latency). The board is
+    `cores` CPUs and a tracker update costs `tracker_ms` (a StepClock): the same on any machine."""
+    manager = TrackManager(cfg, fps=fps, start_score=start_score, cores=cores, clock=StepClock(tracker_ms))
     clock = DetectorClock(latency_ms, fps)
     rows, calls, det_s, trk_s, last = [], 0, 0.0, 0.0, None
     for frame_id, image in enumerate(images, start=1):
@@ -290,6 +293,12 @@ def main(argv: list[str]) -> int:
                         help="override a config key, e.g. detector.variant=yunet (repeatable)")
     parser.add_argument("--backend", choices=("tvm", "torchscript", "onnxruntime", "torch"), help="detector backend (default: the config's)")
     parser.add_argument("--fit-head", action="store_true", help="fit the face->head box rule on the (first) sequence and print it")
+    parser.add_argument("--cores", type=int, default=BOARD_CORES,
+                        help=f"CPUs of the board evaluated (default {BOARD_CORES}, a Pi 5; 1: the detector "
+                             "shares the tracker's core), never this machine's")
+    parser.add_argument("--tracker-ms", type=float, default=TRACKER_MS,
+                        help=f"what one correlation-tracker update costs on that board (default {TRACKER_MS:g}; "
+                             "decides detect-or-track with --cores 1), never timed here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -341,7 +350,8 @@ def main(argv: list[str]) -> int:
                                                           cfg.tracker.low_score)
                 result = RunResult(rows, len(images), calls, det_s, trk_s, {})
             else:
-                result = run_sequence(images, cache, tcfg, seq.fps, latency_ms, cfg.tracker.low_score, threshold)
+                result = run_sequence(images, cache, tcfg, seq.fps, latency_ms, cfg.tracker.low_score, threshold,
+                                      args.cores, args.tracker_ms)
             results[name][seq.name] = result
             log.info("%s %s: %d detector calls, %d rows", seq.name, name, result.detector_calls, len(result.rows))
         del images

@@ -29,7 +29,7 @@ from common.gallery import UNKNOWN, Snapshot
 from common.identities import IdentityBook
 from common.messages import Detections, Track, Tracks
 from common.report import provenance, table
-from common.tracking import FrameDetections, TrackManager
+from common.tracking import BOARD_CORES, FrameDetections, StepClock, TrackManager
 from models.dataset import DATA_DIR
 from models.facerec.align import align
 from models.images import read_image
@@ -65,7 +65,7 @@ def record(clip: str, clip_index: int, first_frame: int, detector, cfg: Config) 
     data = DATA / clip
     rows = np.loadtxt(data / "gt" / "gt.txt", delimiter=",")
     gt = {int(r[0]): (r[2] - 1, r[3] - 1, r[2] - 1 + r[4], r[3] - 1 + r[5]) for r in rows}
-    manager, last, steps = TrackManager(cfg.tracker), None, []
+    manager, last, steps = TrackManager(cfg.tracker, cores=BOARD_CORES, clock=StepClock()), None, []
     for n in range(1, len(gt) + 1):
         frame_id = first_frame + n - 1
         image = read_image(data / "img1" / f"{n:06d}.jpg")

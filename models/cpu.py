@@ -73,6 +73,7 @@ def tuning_target(target) -> str:
     from tvm.target import codegen
 
     mcpu, mtriple = str(target.attrs.get("mcpu", "")), str(target.attrs.get("mtriple", ""))
+    mtriple = mtriple or codegen.llvm_get_system_triple()  # a host build names no triple: it is this machine's
     if mtriple.startswith("aarch64") or mcpu in ARM_TARGETS:
         return ARM_TARGETS.get(mcpu, f"aarch64-{mcpu or 'generic'}")
     features = codegen.llvm_get_cpu_features(target)

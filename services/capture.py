@@ -10,11 +10,13 @@ capture waits a moment (subscribers still read the last frames from the ring) an
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from common.frame_ring import FrameRing, RingError
+from common.frame_ring import FrameRing, RingError, lores_name
 from common.messages import Frame
 from common.service import InputError, ServiceContext, run_service
 from services.sources import Source, SourceInfo, fit, open_source, target_size
@@ -31,16 +33,18 @@ class Pacer:
     Sleeping to an absolute schedule never accumulates drift. A frame that is already due is
     released at once (no sleep) and counted late when it is more than a quarter period behind;
     after a stall of more than `max_lag_s` the schedule restarts from now instead of bursting.
+    `clock` is injected (the monotonic clock live; a test's own, which its `stop.wait` advances).
     """
 
-    def __init__(self, fps: float, max_lag_s: float = 0.5):
+    def __init__(self, fps: float, max_lag_s: float = 0.5, clock: Callable[[], float] = time.monotonic):
         self.period = 1.0 / fps
         self.max_lag_s = max_lag_s
+        self.clock = clock
         self.late = 0
         self._due: float | None = None
 
     def wait(self, stop: threading.Event) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self._due is None:
             self._due = now
         lag = now - self._due
@@ -54,10 +58,12 @@ class Pacer:
         self._due += self.period
 
 
-def _create_ring(ctx: ServiceContext, width: int, height: int) -> FrameRing:
+def _create_ring(ctx: ServiceContext, width: int, height: int, name: str | None = None,
+                 ring_id: int | None = None) -> FrameRing:
     cfg = ctx.config
     try:
-        return FrameRing.create(cfg.ring_name, width, height, cfg.ring.slots, shm_dir=cfg.ring.shm_dir)
+        return FrameRing.create(name or cfg.ring_name, width, height, cfg.ring.slots, shm_dir=cfg.ring.shm_dir,
+                                ring_id=ring_id)
     except RingError as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
@@ -74,6 +80,8 @@ def _stream(ctx: ServiceContext, source: Source, info: SourceInfo) -> None:
     """Read, pace, write and publish until the source ends or the service is stopped."""
     cap = ctx.config.capture
     item, read_ms = _timed_read(source)
+    if item is None and ctx.stop.is_set():  # stopped while waiting for a stream to answer
+        return
     if item is None:
         raise InputError(f"capture source {source.name}: has no frames")
     width, height = target_size(item[0].shape[1], item[0].shape[0], cap.width, cap.height)
@@ -85,7 +93,15 @@ def _stream(ctx: ServiceContext, source: Source, info: SourceInfo) -> None:
         pacer = Pacer(fps)
         log.info("pacing at %.2f fps", fps)
     stats, frame_id, loops = ctx.stats, 0, 0
-    with _create_ring(ctx, width, height) as ring:
+    with contextlib.ExitStack() as rings:
+        ring = rings.enter_context(_create_ring(ctx, width, height))
+        small = source.lores()  # the camera's ISP-scaled copy: the detector reads it from its own ring
+        lores = None
+        if small is not None:
+            lores = rings.enter_context(_create_ring(ctx, small.shape[1], small.shape[0],
+                                                     lores_name(ctx.config.ring_name), ring.ring_id))
+            log.info("lores %dx%d frames beside main %dx%d: the detector reads those", small.shape[1],
+                     small.shape[0], width, height)
         while not ctx.stop.is_set():
             if item is None:
                 if info.live or not cap.loop:
@@ -106,9 +122,12 @@ def _stream(ctx: ServiceContext, source: Source, info: SourceInfo) -> None:
             t_capture = time.time()
             t0 = time.perf_counter()
             slot, seq = ring.write(frame_id, t_capture, fit(image, width, height))
+            small, lores_seq = source.lores(), 0
+            if lores is not None and small is not None:
+                lores_seq = lores.write(frame_id, t_capture, small)[1]
             ctx.publisher.send(Frame(stack=ctx.config.stack.id, frame_id=frame_id, slot=slot, seq=seq,
                                      ring_id=ring.ring_id, t_capture=t_capture, width=width, height=height,
-                                     source_pos=pos))
+                                     source_pos=pos, lores_seq=lores_seq))
             stats.processed(read_ms + (time.perf_counter() - t0) * 1000)
             stats.extra.update(late=pacer.late if pacer else 0, loops=loops)
             ctx.metrics.tick()
@@ -122,8 +141,9 @@ def run(ctx: ServiceContext) -> None:
     source = open_source(ctx.config.capture, ctx.stop)
     info = source.open()
     try:
-        log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
-                 "live" if info.live else "file")
+        if info.width:
+            log.info("capture source %s: %dx%d, %.2f fps, %s", source.name, info.width, info.height, info.fps,
+                     "live" if info.live else "file")
         _stream(ctx, source, info)
     finally:
         source.close()

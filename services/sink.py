@@ -22,7 +22,8 @@ import time
 from common.bus import Subscriber
 from common.config import ConfigError, load_config
 from common.frame_ring import RingReader
-from common.messages import Frame, GalleryReply, Identity, Metrics, Tracks
+from common.health import HealthView
+from common.messages import Frame, GalleryReply, Identity, Metrics, StackHealth, Tracks
 from common.recent import RecentMap
 from common.runs import RunWatch
 from common.service import InputError, ServiceContext, run_service
@@ -70,6 +71,12 @@ class SinkLoop:
                                                           ctx.config.sink.retention_check_s)
         if self.retention is not None:
             self.retention.start()
+        self.silent_after = ctx.config.tracker.max_lost_s
+        self._last_tracks = time.monotonic()  # a sink that never gets tracks has nobody present either
+        self.silences = 0
+        self._silent = False
+        self.health = HealthView(ctx.config)
+        self._down: dict[str, str] = {}
 
     def batch(self, messages: list) -> None:
         stats = self.ctx.stats
@@ -85,6 +92,7 @@ class SinkLoop:
                 if self.run.changed(msg.run_id):
                     self.names.clear()  # a new tracker run: its ids name other faces
                 tracks.append(msg)
+                self._last_tracks, self._silent = time.monotonic(), False
                 if book is not None:
                     book.remember(msg)
             elif isinstance(msg, Identity):
@@ -97,6 +105,8 @@ class SinkLoop:
                 self.sink.on_identity(msg)
             elif isinstance(msg, Metrics) and self.sink.wants_metrics:
                 self.sink.on_metrics(msg)
+            elif isinstance(msg, StackHealth):
+                self.health.update(msg)
             elif isinstance(msg, GalleryReply) and self.sink.wants_gallery:
                 self.sink.on_gallery_reply(msg)
         if self.sink.latest_only:
@@ -141,7 +151,18 @@ class SinkLoop:
         self.ctx.stats.latency("tracked_to_sink", now - tracks.t_tracked)
 
     def tick(self) -> None:
-        """Every loop turn: the sink's own clock."""
+        """Every loop turn: silence when due, the stages down when they change, the sink's own clock."""
+        quiet = time.monotonic() - self._last_tracks
+        if quiet > self.silent_after and not self._silent:
+            self._silent = True
+            self.silences += 1
+            log.info("no tracks for %.1f s (tracker.max_lost_s %g): nobody is present until tracks come again",
+                     quiet, self.silent_after)
+            self.sink.on_silence(quiet)
+        down = self.health.down()
+        if down != self._down:
+            self._down = down
+            self.sink.on_down(down)
         self.sink.tick()
 
     def close(self) -> None:
@@ -157,7 +178,7 @@ class SinkLoop:
             stats.extra.update(self.snapshots.stats())
         if self.retention is not None:
             stats.extra.update(self.retention.stats())
-        stats.extra.update(gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
+        stats.extra.update(silences=self.silences, gap=self.pairer.gap, missing=self.pairer.missing, stale=self.stale,
                            skipped=self.pairer.skipped)
 
 
@@ -170,8 +191,11 @@ def serve(ctx: ServiceContext, kind: str) -> None:
         sink.start()
     except OSError as exc:
         raise InputError(f"sink {kind}: cannot start ({exc})") from None
-    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC] + ([Metrics.TOPIC] if sink.wants_metrics else []) \
-        + ([GalleryReply.TOPIC] if sink.wants_gallery else [])
+    topics = [Frame.TOPIC, Tracks.TOPIC, Identity.TOPIC]
+    if sink.wants_metrics:
+        topics += [Metrics.TOPIC, StackHealth.TOPIC]
+    if sink.wants_gallery:
+        topics.append(GalleryReply.TOPIC)
     sub = Subscriber(cfg.bus.subscribe, topics, hwm=cfg.bus.hwm, stats=ctx.stats)
     snapshots = SnapshotBook.from_config(cfg) if sink.wants_snapshots and cfg.snapshots.enabled else None
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir) if sink.needs_pixels or snapshots else None

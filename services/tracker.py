@@ -10,6 +10,7 @@ ring), as the tracks then start afresh.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -36,7 +37,8 @@ def serve(ctx: ServiceContext) -> None:
     cfg = ctx.config
     rate = FrameRate(prior=cfg.capture.fps or 30.0)  # the source's rate, learnt from the frames
     start_score, _ = thresholds(cfg.detector.variant, cfg.detector.score_threshold)  # what the detector calls a face
-    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=start_score)
+    manager = TrackManager(cfg.tracker, fps=rate.fps, start_score=start_score,
+                           cores=os.cpu_count() or 1, clock=time.perf_counter)  # this board, measured live
     fixed_interval = None if cfg.tracker.adaptive else cfg.detector.every_n
     sub = Subscriber(cfg.bus.subscribe, [Frame.TOPIC, Detections.TOPIC], hwm=cfg.bus.hwm, stats=ctx.stats)
     reader = RingReader(cfg.ring_name, cfg.ring.shm_dir)

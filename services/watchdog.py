@@ -17,6 +17,11 @@ deadlocked) stops its metrics while supervisord still calls it RUNNING.
   supervisord's environment), never by pid: a remote detector's metrics, relayed by the frame
   forwarder, carry another host's pid, which may be a local process's. Relayed metrics name no
   program: such a stage is reported silent, never killed.
+- Stages down: every check, the supervisord programs that should run (autostart, or started by
+  hand and not stopped since) and those of them that do not (not RUNNING or STARTING, or silent)
+  go on the bus as one StackHealth message, which `facetrack monitor`, the live view's /healthz
+  and the mqtt sink's status topic show (common/health.py); one WARNING line when a program
+  goes down, one INFO line when it is back. The watchdog's metrics carry `down_stages`.
 - Hung detector: the same process (the program's pid, still RUNNING under supervisord) silent for
   `detector.deadline_s` is killed with SIGKILL through supervisord's XML-RPC interface
   (`supervisor.signalProcess` over the unix socket in $SUPERVISOR_SERVER_URL), and supervisord
@@ -25,6 +30,9 @@ deadlocked) stops its metrics while supervisord still calls it RUNNING.
   n-th restart in a row waits `watchdog.backoff_s * 2**(n-1)` (at most `backoff_max_s`)
   after the previous one; a detector that stays healthy for `backoff_max_s` starts afresh.
   A detector is judged only after its first metrics, so a slow model load is never a hang.
+- Board health: once a period it reads this board's (common/board.py); a board the firmware
+  slows down (under-voltage, frequency capped, throttled, soft temperature limit) gives one
+  WARNING line naming why, and one INFO line when it ends.
 """
 from __future__ import annotations
 
@@ -40,10 +48,11 @@ from dataclasses import dataclass
 import http.client
 from http import HTTPStatus
 
+from common.board import ThrottleWatch, read_health
 from common.bus import Subscriber
 from common.http_access import Access
 from common.http_server import GuardedHandler, GuardedServer
-from common.messages import Metrics
+from common.messages import Metrics, StackHealth
 from common.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE, StackMetrics
 from common.service import InputError, ServiceContext, run_service
 
@@ -75,6 +84,12 @@ class Supervisor:
         (http.client.CannotSendRequest) even once supervisord is back."""
         self.rpc("close")()
 
+    def configs(self) -> dict[str, dict]:
+        """program name -> getAllConfigInfo dict (autostart, ...): what supervisord is told to run."""
+        infos = typing.cast(list[dict], self.rpc.supervisor.getAllConfigInfo())
+        return {info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}": info
+                for info in infos}
+
     def kill(self, name: str) -> None:
         self.rpc.supervisor.signalProcess(name, "KILL")
 
@@ -85,6 +100,26 @@ class Supervisor:
 def supervisor_url(ctx: ServiceContext) -> str:
     """supervisord tells its children where it listens; outside it, the run dir's socket."""
     return os.environ.get("SUPERVISOR_SERVER_URL") or f"unix://{ctx.config.run_dir / 'supervisor.sock'}"
+
+
+UP_STATES = ("RUNNING", "STARTING")
+
+
+def stages_down(configs: dict[str, dict], processes: dict[str, dict],
+                silent: set[str]) -> tuple[list[str], dict[str, str]]:
+    """(programs that should run, {program: why} for those that do not).
+
+    A program should run when supervisord starts it by itself (autostart) or when it was started
+    by hand and not stopped since (its state is anything but STOPPED). `silent`: programs whose metrics stopped
+    while their process still runs.
+    """
+    expected = sorted(name for name, info in processes.items()
+                      if configs.get(name, {}).get("autostart") or info["statename"] != "STOPPED")
+    down = {name: processes[name]["statename"] for name in expected if processes[name]["statename"] not in UP_STATES}
+    for name in silent:
+        if name in expected and name not in down:
+            down[name] = "silent"
+    return expected, down
 
 
 @dataclass
@@ -133,6 +168,7 @@ class Watchdog:
         self.restarts = 0
         self.deferred_logged: set[str] = set()
         self.rpc_errors = 0
+        self.down: dict[str, str] = {}
 
     def seen(self, msg: Metrics, now: float) -> None:
         if msg.service == self.ctx.name:
@@ -160,8 +196,10 @@ class Watchdog:
                 log.warning("supervisord at %s not reachable (%d times): %s", self.supervisor.url, self.rpc_errors, exc)
             return None
 
-    def check(self, now: float) -> None:
+    def check(self, now: float) -> StackHealth | None:
+        """Watch every stage once; the stack's health (None while supervisord cannot be asked)."""
         programs = self._programs()
+        silent: set[str] = set()
         for service, stage in list(self.stages.items()):
             quiet = now - stage.last_seen
             info = programs.get(stage.program) if programs is not None and stage.program else None
@@ -175,6 +213,8 @@ class Watchdog:
                          f"program {stage.program} no longer runs it" if programs is not None else
                          "supervisord not reachable")
                 log.warning("stage %s silent for %.1f s (pid %d, %s)", service, quiet, stage.pid, where)
+            if program and stage.silent:
+                silent.add(program)
             if programs is not None and program is None and stage.silent:
                 # The process is gone (stopped on purpose, or restarted under a new pid, whose
                 # metrics re-register it), or not ours to act on: reported once, no longer watched.
@@ -182,6 +222,23 @@ class Watchdog:
                 continue
             if program and RESTARTABLE in program:
                 self._deadline(service, stage, program, state, quiet, now)
+        return None if programs is None else self._health(programs, silent)
+
+    def _health(self, programs: dict[str, dict], silent: set[str]) -> StackHealth | None:
+        assert self.supervisor is not None  # the programs came from it
+        try:
+            configs = self.supervisor.configs()
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+            self.supervisor.reset()  # counted and logged by the next _programs() that fails
+            return None
+        expected, down = stages_down(configs, programs, silent)
+        for name, why in down.items():
+            if self.down.get(name) != why:
+                log.warning("stage %s is down: %s", name, why)
+        for name in self.down.keys() - down.keys():
+            log.info("stage %s is up again (%s)", name, programs.get(name, {}).get("statename", "gone"))
+        self.down = down
+        return StackHealth(t=time.time(), expected=expected, down=down)
 
     def _deadline(self, service: str, stage: Stage, program: str, state: str | None, quiet: float, now: float) -> None:
         backoff = self.backoff.setdefault(program, Backoff(self.ctx.config.watchdog.backoff_s,
@@ -232,6 +289,7 @@ class Watchdog:
 
     def extra(self) -> dict[str, float]:
         out: dict[str, float] = {"restarts": self.restarts, "silent_stages": sum(s.silent for s in self.stages.values()),
+               "down_stages": len(self.down),
                "watched_stages": len(self.stages), "rpc_errors": self.rpc_errors}
         out.update({f"silent_{s.service}": float(s.silent) for s in self.stages.values()})
         return out
@@ -304,6 +362,8 @@ def serve(ctx: ServiceContext) -> None:
     sub = Subscriber(cfg.bus.subscribe, [Metrics.TOPIC], hwm=max(cfg.bus.hwm, 1000), stats=ctx.stats)
     stats = ctx.stats
     next_check = time.monotonic() + cfg.monitor.interval_s
+    throttle = ThrottleWatch(log)
+    throttle.update(read_health())
     try:
         while not ctx.stop.is_set():
             batch = sub.batch(timeout_ms=200)
@@ -315,7 +375,10 @@ def serve(ctx: ServiceContext) -> None:
             if now >= next_check:
                 next_check = now + min(cfg.monitor.interval_s, cfg.detector.deadline_s / 4)
                 t0 = time.perf_counter()
-                dog.check(now)
+                health = dog.check(now)
+                if health is not None:
+                    ctx.publisher.send(health)
+                throttle.update(read_health())
                 stats.processed((time.perf_counter() - t0) * 1000)
             stats.extra.clear()  # stages no longer watched leave no stale flags
             stats.extra.update(dog.extra())

@@ -36,7 +36,7 @@ def test_overrides_apply_and_are_typed():
     ("detector:\n  score_threshold: 1.5\n", "'detector.score_threshold': Expected `float` <= 1.0, got 1.5"),
     ("tracker:\n  adaptive: sometimes\n", "'tracker.adaptive': Expected `bool`"),
     ("tracker:\n  adaptive: 1\n", "'tracker.adaptive': Expected `bool`, got `int`"),
-    ("tracker:\n  interval_min: 5\n  interval_max: 2\n", "'tracker': interval_min \\(5\\) must not exceed interval_max"),
+    ("tracker:\n  interval_min: 5\n  interval_max: 2\n", "section 'tracker': 'tracker.interval_min' \\(5\\) must not exceed 'tracker.interval_max'"),
     ("capture: [1, 2]\n", "'capture': expected a mapping"),
     ("sink:\n  jpeg_quality: 500\n", "'sink.jpeg_quality': Expected `int` <= 100, got 500"),
     ("mqtt:\n  port: 70000\n", "'mqtt.port': Expected `int` <= 65535, got 70000"),

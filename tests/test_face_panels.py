@@ -4,7 +4,7 @@ Records of frames go in as the sink loop hands them over; what `state()` gives t
 /events pushes) must say who is here now and since when, move a track that left into Recent
 with its first and last time, keep a name given after it left, keep only `sink.recent_faces`,
 name every face by its track key (a restarted tracker's reused id is another face), and sum the stack's metrics up: fps and p50 per stage, a silent stage as down, the watchdog's
-restarts, the board's temperature where a stage reports it.
+restarts, the board's temperature where a stage reports it, the stages the watchdog says are down.
 
 Naming a face over HTTP (the page's POST, on a loopback server here) becomes the
 GalleryRequest for that track's tracker run and id; a bare id names no run and is refused.
@@ -107,8 +107,10 @@ def test_health_sums_up_every_stage_restarts_and_the_board():
     assert [(s["service"], s["fps"], s["p50_ms"], s["dropped"], s["up"]) for s in h["stages"]] == [
         ("capture", 30.0, 2.0, 3, True), ("detector", 12.3, 40.0, 3, True), ("tracker", 30.0, 0.3, 3, False),
         ("watchdog", 1.0, 1.0, 3, True)]
-    assert h["restarts"] == 2 and h["board"] == {"temp_c": 61.5}
+    assert h["restarts"] == 2 and h["board"] == {"temp_c": 61.5} and h["down"] == {}
     assert "board" not in library().state()["health"] and "restarts" not in library().state()["health"]
+    lib.feed.set_down({"detector": "FATAL"})  # the watchdog's stages down (the view's on_down)
+    assert lib.state()["health"]["down"] == {"detector": "FATAL"}
 
 
 

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from common.frame_ring import FrameRing, RingError, RingReader
 from common.messages import Frame
-from needs import tmpfs
+from needs import tmpfs, tool
 
 WRITER = """
 import sys, time, numpy as np
@@ -54,6 +59,9 @@ def test_torn_reads_detected_across_processes(ring, tmp_path):
                               cwd=os.getcwd(), stdout=subprocess.PIPE, text=True)
     whole = discarded = torn_unchecked = 0
     raw = np.frombuffer(ring._mm, np.uint8)  # the test's own unchecked view
+    give_up = time.monotonic() + 60  # the writer's start (python + numpy) takes seconds under emulation
+    while ring.peek(0)[0] == 0 and writer.poll() is None and time.monotonic() < give_up:
+        time.sleep(0.01)
     deadline = time.monotonic() + 2.5
     try:
         while time.monotonic() < deadline:
@@ -77,6 +85,24 @@ def test_torn_reads_detected_across_processes(ring, tmp_path):
     assert whole > 0
     assert discarded > 0, "the writer never overtook a read: the test did not exercise the seqlock"
     assert torn_unchecked > 0, "no unchecked copy was torn: the race was not exercised"
+
+
+def test_seqlock_orders_with_arm_barriers():
+    """The ring's seqlock as the Pi's compiler builds it: acquire load, release store, both fences.
+
+    Emulation cannot show ARM's reordering (qemu-user runs guest loads and stores in the x86
+    host's order), so this checks the instructions that forbid it: without them a Cortex-A76 may
+    let a torn frame pass both sequence checks (common/seqlock.c).
+    """
+    native = platform.machine() == "aarch64" and shutil.which("gcc")  # on the board (or check-pi's userland)
+    gcc = native or tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    source = Path(__file__).resolve().parent.parent / "common" / "seqlock.c"
+    asm = subprocess.run([gcc, "-O2", "-S", "-o", "-", str(source)], capture_output=True, text=True, check=True).stdout
+    bodies = dict(re.findall(r"^(ft_\w+):\n(.*?)\n\s*ret", asm, re.S | re.M))
+    assert "ldar" in bodies["ft_seq_begin_read"]  # pixels are loaded after the first check
+    assert "dmb\tishld" in bodies["ft_seq_end_read"]  # ... and before the second
+    assert "dmb\tish" in bodies["ft_seq_begin_write"]  # the odd number is seen before any pixel
+    assert "stlr" in bodies["ft_seq_end_write"]  # every pixel is seen before the even number
 
 
 def test_reader_follows_restarted_capture(tmp_path):

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import jinja2
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -43,20 +44,45 @@ def check_config(topic: str, payload: dict, cfg) -> None:
                                          "payload_available": "online", "payload_not_available": "offline"}]
 
 
+NODE = "homeassistant/{}/facetrack_door_1/{}/config"
+FIXED = {NODE.format(c, o) for c, o in (("binary_sensor", "face_present"), ("sensor", "face_count"),
+                                        ("sensor", "last_name"), ("binary_sensor", "stages_down"),
+                                        ("image", "snapshot"))}
+
+
+def ha_template(template: str, payload: dict) -> str:
+    """What Home Assistant makes of `value_json` through a value template (Jinja2, as HA renders it)."""
+    env = jinja2.Environment()
+    env.filters["tojson"] = json.dumps
+    return env.from_string(template).render(value_json=payload)
+
+
 def test_payloads_follow_the_discovery_convention():
     cfg = load_config(DEFAULT_CONFIG, ["stack.id=Door-1"])
     assert ha.node_id(cfg) == "facetrack_door_1"  # {stack_id} expanded, then made an HA slug
+    assert set(ha.entity_configs(cfg)) == FIXED
     configs = {**ha.entity_configs(cfg), **ha.stage_configs(cfg, "sink-mqtt"), **ha.stage_configs(cfg, "tracker")}
+    assert set(configs) == FIXED | {NODE.format("sensor", f"{s}_{m}") for s in ("sink_mqtt", "tracker")
+                                    for m in ("fps", "p50_ms")}
     for topic, payload in configs.items():
         check_config(topic, payload, cfg)
-    assert len({p["unique_id"] for p in configs.values()}) == len(configs) == 8
-    present = configs["homeassistant/binary_sensor/facetrack_door_1/face_present/config"]
+    assert len({p["unique_id"] for p in configs.values()}) == len(configs)
+    present = configs[NODE.format("binary_sensor", "face_present")]
     assert present["device_class"] == "occupancy" and present["state_topic"] == "facetrack/Door-1/faces"
-    image = configs["homeassistant/image/facetrack_door_1/snapshot/config"]
+    assert [ha_template(present["value_template"], {"present": p, "count": int(p), "name": "unknown"})
+            for p in (True, False)] == ["ON", "OFF"]
+    down = configs[NODE.format("binary_sensor", "stages_down")]
+    assert down["device_class"] == "problem" and down["state_topic"] == down["json_attributes_topic"] == \
+        "facetrack/Door-1/status"
+    status = {"state": "online", "down": {"capture": "STOPPED"}}
+    assert ha_template(down["value_template"], status) == "ON"
+    assert json.loads(ha_template(down["json_attributes_template"], status)) == {"capture": "STOPPED"}
+    assert ha_template(down["value_template"], {"state": "online", "down": {}}) == "OFF"
+    image = configs[NODE.format("image", "snapshot")]
     assert (image["image_topic"], image["content_type"]) == ("facetrack/Door-1/snapshot", "image/jpeg")
-    fps = configs["homeassistant/sensor/facetrack_door_1/sink_mqtt_fps/config"]
+    fps = configs[NODE.format("sensor", "sink_mqtt_fps")]
     assert fps["entity_category"] == "diagnostic" and fps["state_topic"] == "facetrack/Door-1/metrics/sink-mqtt"
-    assert ha.entity_configs(cfg) == ha.entity_configs(load_config(DEFAULT_CONFIG, ["stack.id=Door-1"]))
+    assert ha_template(fps["value_template"], {"fps": 12.5}) == "12.5"
 
 
 def discovery(collector: Collector, cfg) -> dict[str, dict]:
@@ -113,12 +139,16 @@ def test_entities_follow_the_faces_survive_restarts_and_are_removed(stack, broke
         # One face, then two, then none: the binary sensor and the count follow the tracks.
         one = [Track(id=5, box=[40.0, 40.0, 120.0, 120.0], score=0.9, state="confirmed", age=3)]
         two = one + [Track(id=6, box=[200.0, 40.0, 280.0, 120.0], score=0.9, state="confirmed", age=3)]
-        for tracks, count in ((one, 1), (two, 2), ([], 0)):
+        for tracks, count in ((one, 1), (two, 2)):
             stack.tracks_for = lambda pos, tracks=tracks: tracks
             stack.publish_until(lambda c=count: faces(collector, stack.stack_id)[-1:] ==
                                 [{"present": c > 0, "count": c, "name": "unknown"}])
+        # The name is that of a face present: Ada while track 5 is there, unknown once nobody is.
         stack.publisher.send(Identity(track_id=5, frame_id=stack.next_id, name="ada", distance=0.3, t=0.0))
-        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1]["name"] == "ada")
+        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1] == {"present": True, "count": 2, "name": "ada"})
+        stack.tracks_for = lambda pos: []
+        stack.publish_until(lambda: faces(collector, stack.stack_id)[-1] == {"present": False, "count": 0,
+                                                                             "name": "unknown"})
         assert all(p["present"] == (p["count"] > 0) for p in faces(collector, stack.stack_id))
 
         # HA restarts: its birth message brings every config again; garbage there is counted, nothing else.

@@ -70,6 +70,8 @@ def test_version_mismatch_is_refused():
     ([b"nope", b""], "unknown topic"),
     ([b"frame"], "expected 2 message parts"),
     ([b"frame", msgpack.packb([1, 2])], "Frame: Expected `object`, got `array`"),
+    # found by test_stack_fuzz: a map key that is not UTF-8 escaped decode() as UnicodeDecodeError
+    ([b"frame", b"\x87\xa9N\xbc\xa5\x1c\xf6\xd33\x12\xfa\xb1\x96\xadx\xc28"], "Frame: a key or string is not UTF-8"),
 ])
 def test_malformed_messages_raise_one_line(parts, match):
     with pytest.raises(MessageError, match=match) as err:

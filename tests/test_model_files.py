@@ -1,6 +1,7 @@
 """A bad model file is refused with one clear line; the Pi 5 cross build is an aarch64 ELF."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,9 +50,22 @@ def test_another_models_file_is_refused(built, tmp_path):
     _expect_error(tmp_path, "onnxruntime", "model.onnx", "the full model")
 
 
-def test_second_build_is_cached(built):
-    b = Builder("full")
-    assert b.manifest["llvm"]["key"] == b.key("llvm")
+def test_second_build_is_cached_and_a_stale_manifest_rebuilds(built, tmp_path):
+    """Judged by the files: built once, an artefact is not written again; a manifest that does not
+    describe it (another build's, an edited one) makes it built again."""
+    llvm = built["full", "llvm"]
+    stamp = llvm.stat().st_mtime_ns
+    assert build(["full"], ["llvm"])["full", "llvm"] == llvm and llvm.stat().st_mtime_ns == stamp
+    b = Builder("full", build_dir=tmp_path)
+    onnx = b.ensure("onnx")
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "full").iterdir()}
+    assert Builder("full", build_dir=tmp_path).ensure("onnx") == onnx
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "full").iterdir()} == stamps
+    manifest = json.loads((tmp_path / "full" / "manifest.json").read_text())
+    manifest["onnx"]["key"] = "0" * 64
+    (tmp_path / "full" / "manifest.json").write_text(json.dumps(manifest))
+    Builder("full", build_dir=tmp_path).ensure("onnx")
+    assert onnx.stat().st_mtime_ns != stamps[onnx.name]
 
 
 def test_aarch64_cross_build_is_an_arm64_elf(built):

@@ -3,8 +3,9 @@
 The test plays capture and tracker (tests/sink_support.py: a real ring and proxy, the real
 `python -m services.sink --kind mqtt` subprocess) with a scripted scene: track 100+i lives on
 frames [10 i, 10 i + 8), its box growing, so every track starts and ends. What the sink must
-publish is computed from what was sent by the same state machine run here (TrackEvents), and
-compared event by event with what a real MQTT client received from a real broker.
+publish follows from the script alone (track 100+i starts on scene frame 10 i and ends on 10 i + 8;
+the sink runs with the events' hysteresis off, events.end_after_s=0, which its own test covers),
+and is compared event by event with what a real MQTT client received from a real broker.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from common.config import DEFAULT_CONFIG, load_config
+from common.config import DEFAULT_CONFIG, EventsConfig, load_config
 from common.messages import Identity, Track, Tracks
 from mqtt_support import Collector, Mosquitto, free_port
 from services.sinks.mqtt_events import MqttLink, TrackEvents
@@ -31,10 +32,14 @@ def scripted(k: int) -> list[Track]:
 
 
 def expected_events(stack) -> list[tuple[str, int]]:
-    machine = TrackEvents()
+    """(kind, track id) that the frames sent since the scene began must give, by the script."""
     out = []
-    for k in sorted(stack.sent):
-        out += [(kind, fields["track_id"]) for kind, fields in machine.tracks(stack.sent[k][1])]
+    for k in sorted(f - stack.scene_base for f in stack.sent if f >= stack.scene_base):
+        i, age = divmod(k, PERIOD)
+        if age == 0:
+            out.append(("started", 100 + i))
+        elif age == LIFE:
+            out.append(("ended", 100 + i))
     return out
 
 
@@ -56,7 +61,7 @@ def broker(tmp_path):
 
 def mqtt_sink(stack, port: int, *extra: str):
     return stack.sink("--kind", "mqtt", f"--set=mqtt.port={port}", "--set=mqtt.metrics_interval_s=0.5",
-                      f"--set=mqtt.client_id=sink-{stack.stack_id}", *extra)
+                      f"--set=mqtt.client_id=sink-{stack.stack_id}", "--set=events.end_after_s=0", *extra)
 
 
 def start_scene(stack, collector, sink) -> None:
@@ -66,36 +71,80 @@ def start_scene(stack, collector, sink) -> None:
     stack.publish_until(lambda: stack.newest_metrics("sink-mqtt") is not None and
                         stack.newest_metrics("sink-mqtt").frames_out > 0)
     collector.wait(lambda: "online" in collector.statuses(stack.stack_id), what="status online")
-    base = stack.next_id
+    base = stack.scene_base = stack.next_id
     stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
 
 
+def at(k: int, tracks: list[Track], run: int = 1) -> Tracks:
+    """Tracks of frame k of a 10 fps scene, from tracker run `run`."""
+    return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks, run_id=run)
+
+
+def box(s: float, x: float = 10.0) -> list[float]:
+    return [x, 10.0, x + s, 10.0 + s]
+
+
 def test_track_events_state_machine():
-    machine = TrackEvents()
-    def t(k, tracks, run=1):
-        return Tracks(frame_id=k, t_capture=100.0 + k / 10, t_tracked=100.05 + k / 10, tracks=tracks, run_id=run)
-
-    def box(s):
-        return [10.0, 10.0, 10.0 + s, 10.0 + s]
-
-    assert machine.tracks(t(0, [Track(1, box(20), 0.9, "lost")])) == []  # never confirmed: nothing yet
-    ev = machine.tracks(t(1, [Track(1, box(20), 0.9, "confirmed")]), source_pos=7)
+    """Without hysteresis: a track ends on the first Tracks message without it."""
+    machine = TrackEvents(EventsConfig(end_after_s=0, name_hold_s=0))
+    assert machine.tracks(at(0, [Track(1, box(20), 0.9, "lost")])) == []  # never confirmed: nothing yet
+    ev = machine.tracks(at(1, [Track(1, box(20), 0.9, "confirmed")]), source_pos=7)
     assert [(k, f["track_id"], f["frame_id"], f["source_pos"], f["t_tracked"]) for k, f in ev] == \
         [("started", 1, 1, 7, 100.05 + 1 / 10)]
-    machine.tracks(t(2, [Track(1, box(50), 0.9, "confirmed")]))
+    machine.tracks(at(2, [Track(1, box(50), 0.9, "confirmed")]))
     assert machine.identity(Identity(track_id=1, frame_id=2, name="ada", distance=0.3, t=0.0))[0][1]["name"] == "ada"
     assert machine.identity(Identity(track_id=1, frame_id=3, name="ada", distance=0.2, t=0.0)) == []  # no change
-    machine.tracks(t(3, [Track(1, box(30), 0.5, "lost")]))  # lost: alive, not seen
-    (kind, end), = machine.tracks(t(4, []))
+    machine.tracks(at(3, [Track(1, box(30), 0.5, "lost")]))  # lost: alive, not seen
+    (kind, end), = machine.tracks(at(4, []))
     assert kind == "ended" and end["reason"] == "gone" and end["ended_frame_id"] == 4
     assert (end["first_frame_id"], end["last_frame_id"], end["frames"]) == (1, 2, 2)
-    assert end["duration_s"] == pytest.approx(0.1) and end["name"] == "ada"
+    assert end["duration_s"] == pytest.approx(0.1) and end["name"] == "ada" and end["track_ids"] == [1]
     assert end["best_face"] == {"width": 50.0, "height": 50.0, "frame_id": 2}
-    machine.tracks(t(9, [Track(2, box(20), 0.9, "confirmed")]))
+    machine.tracks(at(9, [Track(2, box(20), 0.9, "confirmed")]))
     # the tracker restarted (a new run) and numbers a new face 2 again: the old 2 ends, the new one starts
-    ev = machine.tracks(t(10, [Track(2, box(20), 0.9, "confirmed")], run=2))
+    ev = machine.tracks(at(10, [Track(2, box(20), 0.9, "confirmed")], run=2))
     assert [(k, f["reason"] if k == "ended" else None, f["track_id"], f["track"]) for k, f in ev] == \
         [("ended", "restart", 2, f"{1:016x}-2"), ("started", None, 2, f"{2:016x}-2")]
+
+
+def test_track_events_hysteresis():
+    """What the issue saw on faces://4 (a track started, ended and started again within 4 s; a name
+    unknown -> Eileen -> unknown -> Eileen within 130 ms) gives one start, one end, one name."""
+    machine = TrackEvents(EventsConfig(end_after_s=1.0, rejoin_iou=0.3, name_hold_s=1.0))
+    events: list[tuple[str, int]] = []
+
+    def step(k: int, tracks: list[Track]) -> None:
+        events.extend((kind, f["track_id"]) for kind, f in machine.tracks(at(k, tracks)))
+
+    def named(name: str, t: float, track_id: int = 1) -> list:
+        return machine.identity(Identity(track_id=track_id, frame_id=0, name=name, distance=0.3, t=t))
+
+    face = Track(1, box(40), 0.9, "confirmed")
+    for k in range(0, 5):
+        step(k, [face])
+    for k in range(5, 12):  # hidden by the tracker for 0.7 s: not ended
+        step(k, [])
+    for k in range(12, 15):  # back under its own id: continues
+        step(k, [face])
+    for k in range(15, 20):  # gone 0.5 s, then a new id on the same place: the same face
+        step(k, [])
+    assert machine.tracks(at(20, [Track(7, box(42, x=12.0), 0.9, "confirmed")])) == []
+    assert events == [("started", 1)] and machine.rejoins == 1
+
+    assert [f["name"] for _, f in named("unknown", 10.0, track_id=7)] == ["unknown"]  # under its new id
+    assert [f["name"] for _, f in named("eileen", 10.05)] == ["eileen"]  # a first name: at once
+    assert named("unknown", 10.10) == [] and named("eileen", 10.13) == []  # one doubtful view: no flicker
+    assert machine.present_name() == "eileen"
+    assert named("unknown", 11.0) == [] and named("unknown", 11.5) == []  # held 0.5 s of 1 s
+    assert [(k, f["track_id"], f["name"]) for k, f in named("unknown", 12.0)] == [("identified", 1, "unknown")]
+    assert machine.present_name() == "unknown"
+
+    for k in range(21, 31):  # gone for good: ends once, 1 s after the first frame without it (21)
+        step(k, [])
+    assert events == [("started", 1)]
+    step(31, [])
+    assert events == [("started", 1), ("ended", 1)]
+    assert machine.live == {} and machine.present_name() == "unknown"
 
 
 def test_link_counts_track_events_apart_from_metrics():
@@ -183,7 +232,7 @@ def test_events_beyond_the_queue_bound_are_dropped_and_counted(stack, tmp_path):
         stack.tracks_for = lambda pos: []
         stack.publish_until(lambda: stack.newest_metrics("sink-mqtt") is not None and
                             stack.newest_metrics("sink-mqtt").frames_out > 0)
-        base = stack.next_id
+        base = stack.scene_base = stack.next_id
         stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
         stack.publish_n(5 * PERIOD, fps=40)
         want = expected_events(stack)

@@ -62,7 +62,7 @@ def test_wrong_password_is_one_error_events_wait_and_arrive_after_the_fix(stack,
         sink.wait_log(rf"ERROR .*MQTT broker 127\.0\.0\.1:{broker.tls_port}: refused the connection: Not authorized")
         stack.tracks_for = lambda pos: []
         stack.publish_until(lambda: (m := stack.newest_metrics("sink-mqtt")) is not None and m.frames_out > 0)
-        base = stack.next_id
+        base = stack.scene_base = stack.next_id
         stack.tracks_for = lambda pos: scripted(stack.next_id - 1 - base)
         stack.publish_n(3 * PERIOD, fps=40)  # three tracks start and end while the broker refuses the sink
         want = expected_events(stack)
@@ -87,7 +87,8 @@ def test_wrong_password_is_one_error_events_wait_and_arrive_after_the_fix(stack,
                                "--set", f"mqtt.port={broker.tls_port}", "--set", f"mqtt.username={SINK_USER}",
                                "--set", f"mqtt.tls_ca={certs.ca}"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30, env={**os.environ, "FACETRACK_MQTT_PASSWORD": SINK_PASSWORD})
-        assert done.returncode == 0 and "cleared 6 discovery configs" in done.stderr, done.stderr
+        # 5 fixed entities (face present, faces, last name, stages down, snapshot) and sink-mqtt's 2 stage sensors
+        assert done.returncode == 0 and "cleared 7 discovery configs" in done.stderr, done.stderr
         collector.wait(lambda: collector.latest()[node] is None, what="the configs cleared")
     finally:
         collector.close()

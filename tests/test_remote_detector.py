@@ -26,7 +26,7 @@ from common.messages import Metrics
 from facetrack.stack import Stack
 from mqtt_support import Collector, Mosquitto
 from mqtt_support import free_port as another_port
-from test_stack_e2e import SEQ, load_gt, load_tracks, score
+from test_stack_e2e import SEQ, handled_frames, load_gt, load_tracks, score
 
 FRAMES = 150  # the first half of OTB-FaceOcc1-A (the whole one: -m slow)
 
@@ -97,7 +97,7 @@ def run_remote(tmp_path: Path, port: int, http_port: int, seq: Path, mqtt_port: 
             remote.wait(10)
     gt = load_gt(SEQ)
     gt = {k: v for k, v in gt.items() if k <= FRAMES or seq == SEQ}
-    fraction, ids = score(gt, load_tracks(run_dir))
+    fraction, ids = score(gt, load_tracks(run_dir), handled_frames(run_dir))
     return fraction, ids, metrics, stack
 
 

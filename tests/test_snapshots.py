@@ -67,6 +67,22 @@ def test_book_keeps_the_best_view_and_reads_pixels_only_for_it(tmp_path):
     assert book.get(track_key(0, 3)) is better and book.get(track_key(0, 4)) is None and book.get(track_key(0, 5)) is None
 
 
+def test_a_view_is_written_once(tmp_path):
+    """A track hidden by the tracker for a frame and back under its id keeps its snapshot and file;
+    a second sink process of the stack making the same crop of the same frame does not write it again."""
+    cfg = SnapshotsConfig(min_interval_s=0.0, better_view=1.2)
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    face = Track(id=3, box=[100, 100, 180, 180], score=0.9, state="confirmed")
+    scene = [_tracks(0, face), _tracks(1, face), _tracks(2), _tracks(3, face), _tracks(4, face)]
+    books = [SnapshotBook(cfg, tmp_path, "s") for _ in range(2)]  # the live view's and the MQTT sink's
+    made = [[s for k, tracks in enumerate(scene) for s in book.see(_frame(k), tracks, lambda: image)]
+            for book in books]
+    assert [[s.frame_id for s in m] for m in made] == [[0], [0]]  # the view of frame 0, once each, not again on 3
+    assert len(list(tmp_path.glob("*.jpg"))) == 1
+    assert [book.written for book in books] == [1, 0]
+    assert books[1].get(track_key(0, 3)).jpeg == made[0][0].path.read_bytes()
+
+
 def test_an_identity_view_takes_that_frames_face_and_only_a_better_one_replaces_it(tmp_path):
     book = SnapshotBook(SnapshotsConfig(min_interval_s=0.0), tmp_path, "s")
     images = {k: np.full((480, 640, 3), 10 * k, np.uint8) for k in range(6)}  # frame k is grey 10k

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.tracking import TrackManager, iou_matrix
+from common.tracking import StepClock, TrackManager, iou_matrix
 from scene_support import FACE_H, FACE_W, config, detections, render, run, track_on
 
 pytestmark = pytest.mark.usefixtures("data_dir")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("data_dir")
 
 @pytest.mark.parametrize("gap, same_id", [(10, True), (45, False)])
 def test_face_returning_within_max_lost_keeps_id_after_it_gets_new_id(faces, background, gap, same_id):
-    manager = TrackManager(config(max_lost_s=20 / 30))
+    manager = TrackManager(config(max_lost_s=20 / 30), cores=4, clock=StepClock())
     pos = (150, 120)
 
     def scene():
@@ -38,7 +38,7 @@ def test_face_returning_within_max_lost_keeps_id_after_it_gets_new_id(faces, bac
 
 
 def test_crossing_faces_keep_their_ids(faces, background):
-    manager = TrackManager(config(interval_min=2, interval_max=2))
+    manager = TrackManager(config(interval_min=2, interval_max=2), cores=4, clock=StepClock())
     n = 65
 
     def scene():
@@ -61,7 +61,7 @@ def test_crossing_faces_keep_their_ids(faces, background):
 
 
 def test_tracker_pushed_off_the_face_is_reinitialised_at_next_detection(faces, background):
-    manager = TrackManager(config())
+    manager = TrackManager(config(), cores=4, clock=StepClock())
 
     def frame(fid):
         return render(background, faces, [("A", fid, 100 + 2 * fid, 120)])
@@ -93,7 +93,7 @@ def test_late_detections_land_on_the_face_now_not_where_it_was(faces, background
     36 px behind (IoU 0.28 with the face now, under match_iou). drift_iou=0.99 makes every
     matched detection re-initialise the tracker, so each one must be carried forward."""
     speed, delay, every = 4, 9, 4
-    manager = TrackManager(config(drift_iou=0.99, interval_min=every, interval_max=every))
+    manager = TrackManager(config(drift_iou=0.99, interval_min=every, interval_max=every), cores=4, clock=StepClock())
 
     def x_at(fid):  # sits still while it is found and confirmed, then walks right
         return 40 + speed * max(0, fid - 24)
@@ -114,7 +114,7 @@ def test_late_detections_land_on_the_face_now_not_where_it_was(faces, background
 
 
 def test_adaptive_interval_shrinks_on_trouble_and_grows_when_calm(faces, background):
-    manager = TrackManager(config(adaptive=True, interval_min=1, interval_max=8))
+    manager = TrackManager(config(adaptive=True, interval_min=1, interval_max=8), cores=4, clock=StepClock())
     last_det, intervals = -100, []
 
     def placements(fid):

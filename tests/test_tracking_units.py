@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.config import TrackerConfig, replace
-from common.tracking import (KINDS, FrameDetections, TrackManager, associate, box_iou, carry_forward,
+from common.tracking import (KINDS, FrameDetections, StepClock, TrackManager, associate, box_iou, carry_forward,
                              create_tracker, iou_matrix)
 from common.tracking.interval import DetectInterval
 from models.dataset import DATA_DIR
@@ -108,7 +108,7 @@ def image():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_probation_publishes_after_min_hits(image, kind):
-    m = TrackManager(_cfg(kind=kind, min_hits=3))
+    m = TrackManager(_cfg(kind=kind, min_hits=3), cores=4, clock=StepClock())
     assert m.step(1, image, _det(1, FACE)) == []
     assert m.step(2, image, _det(2, FACE)) == []
     (track,) = m.step(3, image, _det(3, FACE))
@@ -118,7 +118,7 @@ def test_probation_publishes_after_min_hits(image, kind):
 
 
 def test_tentative_track_is_dropped_at_its_first_miss(image):
-    m = TrackManager(_cfg(min_hits=3))
+    m = TrackManager(_cfg(min_hits=3), cores=4, clock=StepClock())
     m.step(1, image, _det(1, FACE))
     m.step(2, image, _det(2))
     assert m.counters["tracks_ended"] == 1
@@ -129,7 +129,7 @@ def test_tentative_track_is_dropped_at_its_first_miss(image):
 
 
 def test_future_detections_wait_stale_ones_are_dropped(image):
-    m = TrackManager(_cfg(min_hits=1, history=8))
+    m = TrackManager(_cfg(min_hits=1, history=8), cores=4, clock=StepClock())
     assert m.step(1, image, _det(3, FACE)) == []  # computed on a frame not seen yet: kept
     assert m.step(2, image, None) == []
     assert len(m.step(3, image, None)) == 1
@@ -141,7 +141,7 @@ def test_future_detections_wait_stale_ones_are_dropped(image):
 
 
 def test_failure_marks_lost_until_a_detection_recovers_it(image):
-    m = TrackManager(_cfg(kind="mosse", min_hits=1))
+    m = TrackManager(_cfg(kind="mosse", min_hits=1), cores=4, clock=StepClock())
     m.step(1, image, _det(1, FACE))
     blank = np.zeros_like(image)
     (track,) = m.step(2, blank, None)  # nothing to correlate with: MOSSE reports failure
@@ -155,7 +155,7 @@ def test_failure_marks_lost_until_a_detection_recovers_it(image):
 
 
 def test_none_kind_holds_the_detection_and_loses_unmatched_tracks(image):
-    m = TrackManager(_cfg(kind="none", min_hits=1))
+    m = TrackManager(_cfg(kind="none", min_hits=1), cores=4, clock=StepClock())
     (track,) = m.step(1, image, _det(1, FACE))
     (track,) = m.step(2, image, _det(2, FACE + 4))
     np.testing.assert_allclose(track.box, FACE + 4)
@@ -175,7 +175,7 @@ def test_none_kind_holds_the_detection_and_loses_unmatched_tracks(image):
     (200, 60, 1.5, False),  # 4.5: the gate stops widening (uncapped it would be 1.5 x 7)
 ])
 def test_second_chance_rejoins_a_face_iou_cannot_pair(image, shift, unseen, rematch, same):
-    m = TrackManager(_cfg(kind="none", min_hits=1, rematch_dist=rematch, max_lost_s=3.0))
+    m = TrackManager(_cfg(kind="none", min_hits=1, rematch_dist=rematch, max_lost_s=3.0), cores=4, clock=StepClock())
     box = np.array([100, 100, 140, 150.0])
     (first,) = m.step(1, image, _det(1, box))
     for fid in range(2, 1 + unseen):
@@ -186,7 +186,7 @@ def test_second_chance_rejoins_a_face_iou_cannot_pair(image, shift, unseen, rema
 
 
 def test_reset_forgets_tracks_and_frames_but_ids_go_on(image):
-    m = TrackManager(_cfg(min_hits=1))
+    m = TrackManager(_cfg(min_hits=1), cores=4, clock=StepClock())
     (track,) = m.step(10, image, _det(10, FACE))
     m.reset()
     assert m.step(0, image, None) == []  # frame ids may start again

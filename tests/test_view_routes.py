@@ -4,13 +4,18 @@ Both views run here in-process on loopback sockets. Every route of the live view
 (GET and POST, patterns sampled) is asked of the privacy view: only the paths this test
 lists as the privacy view's (an expectation written here, not read from the code) are
 served, every other one is 404. A route added to the live view at run time (as a new
-feature would be) is served there and is 404 on the privacy view.
+feature would be) is served there and is 404 on the privacy view. What the feed's routes
+say reaches both views alike: a stage down makes /healthz 503 with "down", a silence
+empties /tracks.json with "stale": true.
 """
 from __future__ import annotations
 
 import http.client
+import json
 import re
+import time
 
+import numpy as np
 import pytest
 
 from common.bus import Publisher
@@ -79,3 +84,33 @@ def test_the_privacy_view_serves_its_allow_list_and_nothing_the_live_view_adds(v
     assert asked >= 10  # the added route, the face snapshots and the face library's pages and changes
     for method, path in PRIVACY_ALLOWS:  # served (503 before the first frame is an answer too)
         assert status(privacy.served.port, method, path) != 404, path
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_stages_down_and_silence_reach_both_views_through_the_feed(views):
+    live, _ = views
+    live.library.see({"tracks": [{"id": 1, "name": ""}]}, 5, time.time())  # a face on the live page now
+    for view in views:
+        port = view.served.port
+        view.feed.put(np.zeros((48, 64, 3), np.uint8), {"frame_id": 7, "tracks": [{"id": 1, "name": ""}]})
+        code, body = get(port, "/healthz")
+        assert code == 200 and body["ok"] is True and body["down"] == {}, (view.kind, body)
+        view.on_down({"detector": "STOPPED"})  # as the sink loop calls it when the watchdog says so
+        code, body = get(port, "/healthz")
+        assert code == 503 and body["ok"] is False and body["down"] == {"detector": "STOPPED"}, (view.kind, body)
+        view.on_down({})
+        assert get(port, "/healthz")[0] == 200
+        assert get(port, "/tracks.json")[1]["tracks"] == [{"id": 1, "name": ""}]
+        view.on_silence(6.0)
+        assert get(port, "/tracks.json") == (200, {"frame_id": 7, "tracks": [], "stale": True}), view.kind
+    faces = live.library.state()
+    assert faces["faces"] == [] and [f["track_id"] for f in faces["recent"]] == [1]  # nobody is present any more

@@ -7,7 +7,8 @@ Hungarian matching), `motion` (constant-velocity Kalman filter per track), `sche
 """
 from .association import associate, box_iou, iou_matrix
 from .manager import FrameDetections, TrackManager, carry_forward
+from .schedule import BOARD_CORES, StepClock
 from .trackers import KINDS, create_tracker
 
-__all__ = ["KINDS", "FrameDetections", "TrackManager", "associate", "box_iou", "carry_forward", "create_tracker",
-           "iou_matrix"]
+__all__ = ["BOARD_CORES", "KINDS", "FrameDetections", "StepClock", "TrackManager", "associate", "box_iou",
+           "carry_forward", "create_tracker", "iou_matrix"]

@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,7 +62,7 @@ from common.messages import Track
 from .association import associate, associate_by_centre, box_iou, iou_matrix
 from .interval import DetectInterval
 from .motion import ConstantVelocity
-from .schedule import CostSchedule, detector_has_own_core
+from .schedule import CostSchedule
 from .trackers import BoxTracker, create_tracker
 
 log = logging.getLogger(__name__)
@@ -163,17 +163,22 @@ class TrackManager:
     last call (or None); `detector_cost(ms)` with each detection's measured latency. Ask
     `detect_interval` how often the detector should run. `fps` (the source's rate; the tracker
     service sets it as it learns it, common/tracking/rate.py) turns the config's seconds into
-    frames, counted by frame id: frames the caller skipped count too; detections scoring `start_score` (the detector's `score_threshold`) or more
-    start tracks, lower ones (down to `cfg.low_score`) only keep them. `detector_core`: whether
-    the detector has a core of its own (default: measured, more than one CPU here).
+    frames, counted by frame id: frames the caller skipped count too; detections scoring
+    `start_score` (the detector's `score_threshold`) or more start tracks, lower ones (down to
+    `cfg.low_score`) only keep them. `cores`: the board's CPU count (more than one: the detector
+    has a core of its own); `clock`: seconds, read around each correlation-tracker update to
+    learn what tracking costs. Both are given, never read from the machine here: the live
+    tracker passes os.cpu_count() and time.perf_counter, `facetrack eval` a board's count and a
+    StepClock, so an evaluation gives the same tracks on any machine.
     """
 
-    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5,
-                 detector_core: bool | None = None):
+    def __init__(self, cfg: TrackerConfig, fps: float = 30.0, start_score: float = 0.5, *, cores: int,
+                 clock: Callable[[], float]):
         create_tracker(cfg.kind)  # fail at start on an unknown kind
         self.cfg, self.start_score = cfg, start_score
         self.fps = fps
-        self.costs = CostSchedule(detector_has_own_core() if detector_core is None else detector_core)
+        self.costs = CostSchedule(own_core=cores > 1)
+        self.clock = clock
         self._next_id = 1
         self.reset()
         self.counters: dict[str, int] = dict.fromkeys((
@@ -257,9 +262,9 @@ class TrackManager:
         tr.since_match += elapsed
         predicted = tr.motion.predict()
         if tr.tracker is not None:
-            t0 = time.perf_counter()
+            t0 = self.clock()
             box = tr.tracker.update(image)
-            self.costs.tracker_update(1000 * (time.perf_counter() - t0))
+            self.costs.tracker_update(1000 * (self.clock() - t0))
             if box is None or inside_fraction(box, image.shape) < MIN_INSIDE:
                 self.counters["failures" if box is None else "left_view"] += 1
                 self._failures_since_det += box is None
@@ -362,10 +367,10 @@ class TrackManager:
         canvas = image.copy()
         canvas[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
         tracker = self._correlation_tracker()
-        t0 = time.perf_counter()
+        t0 = self.clock()
         ok = tracker.init(canvas, seen_box)
         box = tracker.update(image) if ok else None
-        self.costs.tracker_update(1000 * (time.perf_counter() - t0) / 3)  # init = one update and a learn
+        self.costs.tracker_update(1000 * (self.clock() - t0) / 3)  # init = one update and a learn
         if box is None or inside_fraction(box, image.shape) < MIN_INSIDE:
             return None
         self.counters["bridges"] += 1
@@ -411,9 +416,9 @@ class TrackManager:
     def _new_tracker(self, image: np.ndarray, box: np.ndarray):
         """A correlation tracker started on `box` (timed: init runs one update), or None."""
         tracker = self._correlation_tracker()
-        t0 = time.perf_counter()
+        t0 = self.clock()
         ok = tracker.init(image, box)
-        self.costs.tracker_update(1000 * (time.perf_counter() - t0) / 2)
+        self.costs.tracker_update(1000 * (self.clock() - t0) / 2)
         return tracker if ok else None
 
     def _start(self, box: np.ndarray, score: float, det_frame: int, image: np.ndarray, frame_id: int,

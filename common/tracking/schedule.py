@@ -1,12 +1,13 @@
 """Detect or track: chosen by what each costs on the running board, measured.
 
 A detection costs what the detector reports (its latency per call, for all faces at once);
-tracking costs what the correlation trackers take per face per frame, timed here on every
-update. The detector runs on every frame it can, and correlation trackers only bridge the
+tracking costs what the correlation trackers take per face per frame, timed on every update
+by the clock the TrackManager is given (the live tracker's perf_counter; a StepClock's fixed
+cost in `facetrack eval` and the tests, so their runs are reproducible). The detector runs on every frame it can, and correlation trackers only bridge the
 faces it misses (occluded, turned away), when either
-- the detector has a core of its own (the board has more than one for this process, as a
-  Pi 5 has four): its calls then cost the tracker's core nothing, and detecting as often as
-  it can and bridging the misses beat tracking every face between sparser detections even
+- the detector has a core of its own (the board has more than one CPU, as a Pi 5 has four;
+  the board's count, not a process's affinity, which TVM's runtime pins to one): its calls
+  then cost the tracker's core nothing, and detecting as often as it can and bridging the misses beat tracking every face between sparser detections even
   with a detector 2 frames late (`facetrack eval --latency-ms 60` on OTB + SYN here: HOTA
   55.7 vs 51.1 and 49.9 vs 44.1, tracker CPU 0.35 vs 2.5 and 1.5 vs 15 ms per frame); or
 - on a single shared core, one detection costs no more than tracking every face for a frame
@@ -17,16 +18,22 @@ choice follows the board's load and the face count.
 """
 from __future__ import annotations
 
-import os
-
 SMOOTHING = 0.1  # weight of the newest measurement in the running means
+BOARD_CORES = 4  # a Pi 5: what `facetrack eval` assumes unless told (--cores)
+TRACKER_MS = 3.0  # one correlation-tracker update on one face, for a reproducible run (--tracker-ms)
 
 
-def detector_has_own_core() -> bool:
-    """True when the board has more than one CPU (the detector can hold one of its own).
-    The board's count, not this process's affinity: TVM's runtime pins the thread that
-    loads it, so a process running the detector (eval) sees one CPU."""
-    return (os.cpu_count() or 1) > 1
+class StepClock:
+    """A clock for reproducible runs: each reading is `step_ms` after the one before, so every
+    timed tracker update costs exactly `step_ms` (what `facetrack eval` and the tests give the
+    TrackManager instead of the machine's own perf_counter)."""
+
+    def __init__(self, step_ms: float = TRACKER_MS):
+        self.step_s, self.t = step_ms / 1000, 0.0
+
+    def __call__(self) -> float:
+        self.t += self.step_s
+        return self.t
 
 
 class CostSchedule:

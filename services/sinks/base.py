@@ -23,7 +23,8 @@ class Sink(abc.ABC):
     `needs_pixels`: the frame is read from the ring (`Paired.image`; None otherwise);
     `latest_only`: when behind, only the newest frame is handed over, the rest skipped and
     counted (a viewer wants the present; a recorder wants every frame);
-    `wants_metrics`: every service's Metrics message goes to `on_metrics`;
+    `wants_metrics`: every service's Metrics message goes to `on_metrics`, and the stages that should
+    run and do not (the watchdog's StackHealth, common/health.py) to `on_down` when they change;
     `wants_snapshots`: the loop keeps face snapshots (snapshots.py) for it, hands each new one to
     `on_snapshot` before the frame it came from, and lets `Paired.snapshots` look them up;
     `wants_gallery`: the identity service's GalleryReply messages go to `on_gallery_reply` (the
@@ -65,11 +66,20 @@ class Sink(abc.ABC):
     def on_metrics(self, msg: Metrics) -> None:
         """A service's metrics (only when `wants_metrics`)."""
 
+    def on_down(self, down: dict[str, str]) -> None:
+        """The stages that should run and do not, program -> why ({} once all run again); only when
+        `wants_metrics`."""
+
     def on_gallery_reply(self, msg: GalleryReply) -> None:
         """The identity service's answer to a gallery change this sink asked for (only when `wants_gallery`)."""
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A track's new best face view (only when `wants_snapshots` and snapshots are enabled)."""
+
+    def on_silence(self, quiet_s: float) -> None:
+        """No tracks for `tracker.max_lost_s` (`quiet_s` so far): the video stopped, or a stage
+        before this sink did. Every face it still shows as present is gone (the tracker itself
+        would have dropped them by now); called once per silence, tracks end it."""
 
     def tick(self) -> None:
         """Called on every turn of the loop, frames or not: for work on a clock of the sink's own."""

@@ -78,14 +78,15 @@ class _Pending:
     reply: GalleryReply | None = None
 
 
-def health(metrics: StackMetrics) -> dict:
-    """A compact summary of every stage's newest metrics: fps, p50, drops, up; restarts; board."""
+def health(metrics: StackMetrics, down: dict[str, str]) -> dict:
+    """A compact summary of every stage's newest metrics: fps, p50, drops, up; restarts; board; and
+    `down`, the stages that should run and do not (the watchdog's, program -> why)."""
     now = time.time()
     latest, received = metrics.newest()
     stages = [{"service": name, "fps": round(m.fps, 1), "p50_ms": round(m.p50_ms, 1), "dropped": m.dropped,
                "errors": m.errors, "up": now - received[name] <= metrics.fresh_s}
               for name, m in sorted(latest.items())]
-    out: dict = {"stages": stages}
+    out: dict = {"stages": stages, "down": down}
     watchdog = latest.get("watchdog")
     if watchdog is not None and "restarts" in watchdog.extra:
         out["restarts"] = int(watchdog.extra["restarts"])
@@ -151,7 +152,8 @@ class FaceLibrary:
         with self._lock:
             faces = [s.row() for s in sorted(self.now.values(), key=lambda s: s.first)]
             recent = [s.row() for s in self.recent]
-        return {"t": round(time.time(), 3), "faces": faces, "recent": recent, "health": health(self.feed.metrics_table)}
+        return {"t": round(time.time(), 3), "faces": faces, "recent": recent,
+                "health": health(self.feed.metrics_table, self.feed.down)}
 
     def ask(self, request: GalleryRequest) -> GalleryReply | None:
         """Send `request` to the identity service; its reply, or None after sink.gallery_timeout_s."""

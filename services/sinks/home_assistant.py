@@ -14,10 +14,15 @@ Entities, all reading topics of ours:
 
   binary_sensor face_present   occupancy; ON from a track's start to the end of the last one
   sensor face_count            tracks alive now (started, not ended: the track events' count)
-  sensor last_name             name of the latest Identity message ("unknown" until one comes)
+  sensor last_name             name of the face present that was named last ("unknown" when none is)
   image snapshot               raw JPEG bytes, retained, on <prefix>/<stack>/snapshot
+  binary_sensor stages_down    problem; ON while a stage that should run does not (the status
+                               topic's "down", its programs and causes as attributes)
   sensor <stage>_fps, <stage>_p50_ms   diagnostic, per stage seen in the metrics, from
                                <prefix>/<stack>/metrics/<stage> (value_template on its JSON)
+  sensor board_temperature, board_cpu_frequency, binary_sensor board_throttled, board_undervoltage
+                               diagnostic: the board's health (common/board.py) from capture's
+                               metrics (capture runs on the board), those the board exposes
 
 The first three read `<prefix>/<stack>/faces`, retained: {"present": bool, "count": n, "name": str}.
 """
@@ -31,6 +36,7 @@ from common.config import Config
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic
 
 BIRTH_ONLINE, BIRTH_OFFLINE = b"online", b"offline"  # HA's birth and last-will payloads on <prefix>/status
+UNKNOWN = "unknown"  # the faces state's name while no face is named
 
 
 def version() -> str:
@@ -84,6 +90,7 @@ def _entity(cfg: Config, component: str, object_id: str, name: str, **fields) ->
 def entity_configs(cfg: Config) -> dict[str, dict]:
     """Config topic -> payload of the fixed entities (faces and the snapshot)."""
     faces = faces_topic(cfg.mqtt.topic_prefix, cfg.stack.id)
+    status = status_topic(cfg.mqtt.topic_prefix, cfg.stack.id)
     return dict([
         _entity(cfg, "binary_sensor", "face_present", "Face present", state_topic=faces, device_class="occupancy",
                 value_template="{{ 'ON' if value_json.present else 'OFF' }}", payload_on="ON", payload_off="OFF"),
@@ -91,6 +98,10 @@ def entity_configs(cfg: Config) -> dict[str, dict]:
                 state_class="measurement", icon="mdi:account-multiple"),
         _entity(cfg, "sensor", "last_name", "Last recognised name", state_topic=faces,
                 value_template="{{ value_json.name }}", icon="mdi:account-search"),
+        _entity(cfg, "binary_sensor", "stages_down", "Stages down", state_topic=status, device_class="problem",
+                value_template="{{ 'ON' if value_json.down else 'OFF' }}", payload_on="ON", payload_off="OFF",
+                json_attributes_topic=status, json_attributes_template="{{ value_json.down | tojson }}",
+                entity_category="diagnostic"),
         _entity(cfg, "image", "snapshot", "Face snapshot", image_topic=snapshot_topic(cfg.mqtt.topic_prefix, cfg.stack.id),
                 content_type="image/jpeg"),
     ])
@@ -110,6 +121,32 @@ def stage_configs(cfg: Config, service: str) -> dict[str, dict]:
     ])
 
 
+BOARD_STAGE = "capture"  # runs on the board itself: its metrics carry the board's health
+
+
+def board_configs(cfg: Config, extra: dict[str, float]) -> dict[str, dict]:
+    """Config topic -> payload of the board's diagnostic entities, for the health values capture reports."""
+    common = {"state_topic": metrics_topic(cfg.mqtt.topic_prefix, cfg.stack.id, BOARD_STAGE),
+              "entity_category": "diagnostic", "expire_after": max(30, round(3 * cfg.mqtt.metrics_interval_s))}
+    problem = {"device_class": "problem", "payload_on": "ON", "payload_off": "OFF", **common}
+    entities = []
+    if "temp_c" in extra:
+        entities.append(_entity(cfg, "sensor", "board_temperature", "SoC temperature", state_class="measurement",
+                                value_template="{{ value_json.extra.temp_c }}", unit_of_measurement="°C",
+                                device_class="temperature", **common))
+    if "cpu_mhz" in extra:
+        entities.append(_entity(cfg, "sensor", "board_cpu_frequency", "CPU frequency", state_class="measurement",
+                                value_template="{{ value_json.extra.cpu_mhz }}", unit_of_measurement="MHz",
+                                device_class="frequency", **common))
+    if "throttled_flags" in extra:
+        entities.append(_entity(cfg, "binary_sensor", "board_throttled", "Throttled", **problem, value_template=(
+            "{{ 'ON' if value_json.extra.throttled or value_json.extra.freq_capped or "
+            "value_json.extra.soft_temp_limit else 'OFF' }}")))
+        entities.append(_entity(cfg, "binary_sensor", "board_undervoltage", "Under-voltage", **problem,
+                                value_template="{{ 'ON' if value_json.extra.undervoltage else 'OFF' }}"))
+    return dict(entities)
+
+
 def encode(payload: dict) -> str:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True)
 
@@ -119,7 +156,7 @@ class FaceState:
 
     def __init__(self):
         self.count = 0
-        self.name = "unknown"
+        self.name = UNKNOWN
         self._sent: str | None = None
 
     def payload(self) -> str:

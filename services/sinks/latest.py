@@ -42,6 +42,12 @@ class LatestFrame:
             self.closed = True
             self._cond.notify_all()
 
+    def forget_tracks(self) -> None:
+        """The video stopped: the newest record keeps its frame, with no tracks (`stale`: true)."""
+        with self._cond:
+            if self._record is not None:
+                self._record = {**self._record, "tracks": [], "stale": True}
+
     def record(self) -> dict | None:
         with self._cond:
             return self._record

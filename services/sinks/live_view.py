@@ -92,6 +92,14 @@ class LiveView(Sink, kind="live"):
     def on_metrics(self, msg) -> None:
         self.feed.metrics_table.update(msg)
 
+    def on_down(self, down: dict[str, str]) -> None:
+        self.feed.set_down(down)
+
+    def on_silence(self, quiet_s: float) -> None:
+        """Nobody is present: none on /tracks.json, every face of the Faces panel moves to Recent."""
+        self.feed.silence()
+        self.library.see({"tracks": []}, self.run_id, time.time())
+
     def on_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshots.remember(snapshot.key, snapshot.jpeg)  # dict ops: safe beside the HTTP threads
 

@@ -2,14 +2,17 @@
 
 Topics (prefix `mqtt.topic_prefix`, default `facetrack`; `<stack>` is `stack.id`):
 
-  <prefix>/<stack>/status             retained, QoS 1: {"state": "online"|"offline", ...}; the
+  <prefix>/<stack>/status             retained, QoS 1: {"state": "online"|"offline", "down", ...}; the
                                       broker publishes "offline" itself (MQTT last will) when the
-                                      connection dies without a goodbye (process killed, network lost)
+                                      connection dies without a goodbye (process killed, network lost);
+                                      "down": program -> why for every stage that should run and does
+                                      not (the watchdog's StackHealth), sent again when it changes
   <prefix>/<stack>/tracks/started     QoS mqtt.qos (1): a track id first published as confirmed
   <prefix>/<stack>/tracks/ended       QoS mqtt.qos: the id left the tracks (duration, best face size)
   <prefix>/<stack>/tracks/identified  QoS mqtt.qos: the identity service named a live track (or renamed it)
   <prefix>/<stack>/metrics/<service>  QoS 0, every mqtt.metrics_interval_s: that stage's Metrics
-  <prefix>/<stack>/faces              retained, QoS 0, on change: {"present", "count", "name"} (not versioned:
+  <prefix>/<stack>/faces              retained, QoS 0, on change: {"present", "count", "name"} (the face
+                                      present named last, "unknown" when none is; not versioned:
                                       Home Assistant's sensors read it; services/sinks/home_assistant.py)
   <prefix>/<stack>/snapshot           retained, QoS 0: the newest face snapshot, raw JPEG bytes
                                       (Frigate's convention; snapshots.py); track events name it
@@ -54,10 +57,11 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from common.config import Config
+from common.config import Config, EventsConfig
 from common.messages import Identity, Metrics, Tracks
 from common.runs import RunWatch, track_key
 from services.sinks import home_assistant as ha
+from services.sinks.home_assistant import UNKNOWN
 from services.sinks.base import Sink
 from services.sinks.mqtt_connect import secure
 from services.sinks.mqtt_topics import faces_topic, metrics_topic, snapshot_topic, status_topic, track_topic
@@ -75,7 +79,7 @@ FAIL_REPEAT_S = 600.0  # a connection failure that goes on is logged again this 
 
 @dataclass
 class TrackLife:
-    """What the sink remembers of one live track."""
+    """What the sink remembers of one live track (one face, whatever ids the tracker gave it)."""
     track_id: int
     key: str  # the track beyond its run (common/runs.py)
     first_frame_id: int
@@ -85,26 +89,48 @@ class TrackLife:
     frames: int = 1
     best: dict = field(default_factory=dict)  # {"width", "height", "frame_id"} of the largest box
     name: str | None = None
+    named_at: float = 0.0  # Identity.t when `name` was taken
+    box: list[float] = field(default_factory=list)  # the newest box it was seen with
+    missing_since: float | None = None  # t_capture of the first Tracks message without it
+    ids: set[int] = field(default_factory=set)  # the tracker's ids for this face (a rejoin adds one)
+    pending: tuple[str, float] | None = None  # a different name and when it was first heard
 
     def see(self, frame_id: int, t_capture: float, box: list[float]) -> None:
         w, h = box[2] - box[0], box[3] - box[1]
         if not self.best or w * h > self.best["width"] * self.best["height"]:
             self.best = {"width": round(w, 1), "height": round(h, 1), "frame_id": frame_id}
-        self.last_frame_id, self.t_last = frame_id, t_capture
+        self.last_frame_id, self.t_last, self.box = frame_id, t_capture, box
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, w) * max(0.0, h)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 class TrackEvents:
     """Turns the stream of Tracks (and Identity) messages into started/ended/identified events.
 
-    A track starts the first time its id is published as confirmed and ends on the first Tracks
-    message without its id (the tracker dropped it). Lost-state frames keep it alive but do not
-    count as seen. A new tracker run (a restarted tracker or capture) ends every track.
-    Each event is (kind, fields) with kind in EVENTS.
+    A track starts the first time its id is published as confirmed. It ends once its id has been
+    missing from the Tracks messages for `events.end_after_s` of capture time: a track the tracker
+    hides for a frame or two, or one that comes back, continues (no second start). A new id whose
+    first confirmed box lies on the place a missing track left (IoU >= `events.rejoin_iou`) is that
+    face again: it continues the missing track's life (its events keep the first id). Lost-state
+    frames keep a track alive but do not count as seen. A new tracker run (a restarted tracker or
+    capture) ends every track at once. A track's name, once it has one, changes (to another name,
+    or back to unknown) only when the new answer has held for `events.name_hold_s` (Identity.t):
+    one doubtful view does not rename a face. Each event is (kind, fields) with kind in EVENTS.
+    All times come from the messages: the machine has no clock of its own.
     """
 
-    def __init__(self):
-        self.live: dict[int, TrackLife] = {}  # track id (of the run `run.run`) -> its life
+    def __init__(self, cfg: EventsConfig | None = None):
+        self.cfg = cfg or EventsConfig()
+        self.live: dict[int, TrackLife] = {}  # first id (of the run `run.run`) -> life
+        self.alias: dict[int, int] = {}  # tracker id -> the first id of its life
         self.run = RunWatch()
+        self.rejoins = 0
         self.snapshot = lambda key: None
 
     def _snapshot(self, key: str) -> dict | None:
@@ -121,43 +147,86 @@ class TrackEvents:
             events += self.end_all("restart")
         present = set()
         for t in msg.tracks:
-            present.add(t.id)
-            life = self.live.get(t.id)
+            tid = self.alias.get(t.id, t.id)
+            life = self.live.get(tid)
+            if life is not None:
+                present.add(tid)
             if t.state != "confirmed":
                 continue
             if life is None:
+                life = self._rejoin(t.id, list(t.box), present)
+            if life is None:
                 life = self.live[t.id] = TrackLife(t.id, track_key(msg.run_id, t.id), msg.frame_id, msg.t_capture,
-                                                   msg.frame_id, msg.t_capture, frames=0)
+                                                   msg.frame_id, msg.t_capture, frames=0, ids={t.id})
+                self.alias[t.id] = t.id
                 life.name = (names or {}).get(t.id)
                 events.append(("started", {
                     "track_id": t.id, "track": life.key, "frame_id": msg.frame_id, "source_pos": source_pos,
                     "t_capture": msg.t_capture, "t_tracked": msg.t_tracked,
                     "box": [round(v, 1) for v in t.box], "score": round(t.score, 4), "name": life.name,
                     "snapshot": self._snapshot(life.key)}))
+            present.add(life.track_id)
             life.frames += 1
             life.see(msg.frame_id, msg.t_capture, list(t.box))
-        for tid in [tid for tid in self.live if tid not in present]:
-            events.append(self._end(tid, "gone", msg.frame_id))
+        for tid, life in list(self.live.items()):
+            if tid in present:
+                life.missing_since = None
+                continue
+            if life.missing_since is None:
+                life.missing_since = msg.t_capture
+            if msg.t_capture - life.missing_since >= self.cfg.end_after_s:
+                events.append(self._end(tid, "gone", msg.frame_id))
         return events
 
+    def _rejoin(self, new_id: int, box: list[float], present: set[int]) -> TrackLife | None:
+        """The missing life whose last box `box` overlaps most (at least rejoin_iou), now under `new_id` too."""
+        best, best_iou = None, self.cfg.rejoin_iou
+        for tid, life in self.live.items():
+            if tid in present or not life.box:
+                continue
+            overlap = _iou(life.box, box)
+            if overlap >= best_iou:
+                best, best_iou = life, overlap
+        if best is not None:
+            best.ids.add(new_id)
+            self.alias[new_id] = best.track_id
+            self.rejoins += 1
+        return best
+
     def identity(self, msg: Identity) -> list[tuple[str, dict]]:
-        life = self.live.get(msg.track_id)
+        life = self.live.get(self.alias.get(msg.track_id, msg.track_id))
         if life is None or life.name == msg.name:
+            if life is not None:
+                life.pending = None
             return []
-        life.name = msg.name
-        return [("identified", {"track_id": msg.track_id, "track": life.key, "name": msg.name, "distance": round(msg.distance, 4),
+        if life.name not in (None, UNKNOWN):  # named: another answer must hold first
+            if life.pending is None or life.pending[0] != msg.name:
+                life.pending = (msg.name, msg.t)
+            if msg.t - life.pending[1] < self.cfg.name_hold_s:
+                return []
+        life.name, life.named_at, life.pending = msg.name, msg.t, None
+        return [("identified", {"track_id": life.track_id, "track": life.key, "name": msg.name,
+                                "distance": round(msg.distance, 4),
                                 "frame_id": msg.frame_id})]
+
+    def present_name(self) -> str:
+        """The name of the face present that was named last, "unknown" when none is named."""
+        named = [life for life in self.live.values() if life.name not in (None, UNKNOWN)]
+        return max(named, key=lambda life: life.named_at).name if named else UNKNOWN  # type: ignore[return-value]
 
     def end_all(self, reason: str) -> list[tuple[str, dict]]:
         return [self._end(tid, reason, None) for tid in list(self.live)]
 
     def _end(self, tid: int, reason: str, frame_id: int | None) -> tuple[str, dict]:
         life = self.live.pop(tid)
+        for other in life.ids:
+            self.alias.pop(other, None)
         return ("ended", {
             "track_id": tid, "track": life.key, "reason": reason, "ended_frame_id": frame_id,
             "first_frame_id": life.first_frame_id, "last_frame_id": life.last_frame_id, "frames": life.frames,
             "t_first": life.t_first, "t_last": life.t_last, "duration_s": round(life.t_last - life.t_first, 4),
-            "best_face": life.best, "name": life.name, "snapshot": self._snapshot(life.key)})
+            "best_face": life.best, "name": life.name, "snapshot": self._snapshot(life.key),
+            "track_ids": sorted(life.ids)})
 
 
 class MqttLink:
@@ -195,10 +264,19 @@ class MqttLink:
         self._failing: dict[str, float] = {}  # reasons logged since the last good connection -> when
         self._closing = False
         self._refused = False  # the last attempt got a refusing CONNACK (its close is not a second failure)
+        self.down: dict[str, str] = {}  # stages that should run and do not, told in every "online" status
 
     def _status_payload(self, state: str, reason: str) -> str:
         return json.dumps({"v": PAYLOAD_VERSION, "event": "status", "stack": self.stack, "state": state,
-                           "reason": reason, "session": self.session, "t": time.time()})
+                           "reason": reason, "down": self.down if state == "online" else {},
+                           "session": self.session, "t": time.time()})
+
+    def set_down(self, down: dict[str, str]) -> None:
+        """The stages down changed: the retained status says so now (or at the next connection)."""
+        self.down = dict(down)
+        if self.connected.is_set():
+            self.client.publish(self.status, self._status_payload("online", "stages down" if down else "connected"),
+                                qos=1, retain=True)
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
@@ -338,7 +416,7 @@ class MqttEvents(Sink, kind="mqtt"):
         self.prefix = cfg.mqtt.topic_prefix
         self.session = secrets.token_hex(4)
         self.link = link or MqttLink(cfg, self.session)
-        self.events = TrackEvents()
+        self.events = TrackEvents(cfg.events)
         self.seq = 0
         self.counts = {kind: 0 for kind in EVENTS}
         self.metrics: dict[str, Metrics] = {}
@@ -376,6 +454,16 @@ class MqttEvents(Sink, kind="mqtt"):
     def handle(self, paired: Paired) -> None:
         self._emit(self.events.tracks(paired.tracks, paired.frame.source_pos, paired.names, paired.snapshot))
         self.faces.count = len(self.events.live)
+        self.faces.name = self.events.present_name()
+
+    def on_down(self, down: dict[str, str]) -> None:
+        self.link.set_down(down)
+
+    def on_silence(self, quiet_s: float) -> None:
+        """The video stopped: every live track ends ("no video") and nobody is present."""
+        self._emit(self.events.end_all("no video"))
+        self.faces.count = 0
+        self.faces.name = self.events.present_name()
 
     def on_snapshot(self, snapshot) -> None:
         """The newest face snapshot, retained (QoS 0: a newer one replaces it anyway; skipped while offline)."""
@@ -386,7 +474,7 @@ class MqttEvents(Sink, kind="mqtt"):
 
     def on_identity(self, msg: Identity) -> None:
         self._emit(self.events.identity(msg))
-        self.faces.name = msg.name
+        self.faces.name = self.events.present_name()
 
     def on_metrics(self, msg: Metrics) -> None:
         self.metrics[msg.service] = msg
@@ -426,6 +514,8 @@ class MqttEvents(Sink, kind="mqtt"):
         if self.cfg.mqtt.metrics_interval_s > 0:
             for service in sorted(set(self.metrics) - self.stages):
                 configs.update(ha.stage_configs(self.cfg, service))
+                if service == ha.BOARD_STAGE:
+                    configs.update(ha.board_configs(self.cfg, self.metrics[service].extra))
                 self.stages.add(service)
         for topic, payload in configs.items():
             self.ha_announced += self.link.publish_raw(topic, ha.encode(payload), qos=1, retain=True)
@@ -453,6 +543,7 @@ class MqttEvents(Sink, kind="mqtt"):
                 "metrics_skipped": link.skipped, "snapshots_published": self.snapshots_published,
                 "snapshots_skipped": self.snapshots_skipped, "mqtt_connected": float(link.connected.is_set()),
                 "mqtt_connects": link.connects, "mqtt_failures": link.failures, "live_tracks": len(self.events.live),
+                "track_rejoins": self.events.rejoins,
                 "ha_announced": self.ha_announced, "ha_status_ignored": self.ha_ignored, "ha_cleared": self.ha_cleared}
 
     def close(self) -> None:

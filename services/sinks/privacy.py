@@ -99,6 +99,12 @@ class PrivacyView(Sink, kind="privacy"):
     def on_metrics(self, msg) -> None:
         self.feed.metrics_table.update(msg)
 
+    def on_down(self, down: dict[str, str]) -> None:
+        self.feed.set_down(down)
+
+    def on_silence(self, quiet_s: float) -> None:
+        self.feed.silence()
+
     def stats(self) -> dict[str, float]:
         return {**self.feed.stats(), **self.served.stats(), "faces_blurred": self.blurred}
 

@@ -14,8 +14,11 @@ A track is named by its key (common/runs.py: the tracker run and the track id), 
 again at 1 in each tracker run; a new run ends every live track. Files are
 `<sink.record_dir>/snapshots/<stack>-<track start>-<track key>.jpg`, written through
 a temporary file and a rename, so a reader never sees half a JPEG and two sink processes
-writing the same snapshot do not collide. They live under the record directory, so the
-recordings' retention (size and age; services/sinks/retention.py) bounds them too: the loop of
+writing the same snapshot do not collide. A view is written once: a sink process finding the same
+bytes already there (another sink of the stack made the same crop of the same frame) leaves the
+file alone, and a track that the tracker hid for a frame or two and publishes again under the
+same id keeps its snapshot and its file (only a better view replaces them). They live under
+the record directory, so the recordings' retention (size and age; services/sinks/retention.py) bounds them too: the loop of
 a sink that keeps snapshots prunes that directory even when the sink writes nothing else. A failed write (a full disk) is
 counted and logged once a hundred; the snapshot stays in memory and is still handed to the
 sink. The sink loop (services/sink.py) keeps one book for each sink kind that asks
@@ -109,11 +112,11 @@ class SnapshotBook:
         self.directory = directory
         self.stack = stack
         self.live: dict[str, _Best] = {}  # track key -> its best view so far
-        self.ended: RecentMap = RecentMap(KEPT)  # track key -> Snapshot
+        self.ended: RecentMap = RecentMap(KEPT)  # track key -> _Best of an ended track (one back continues it)
         self.run = RunWatch()  # the tracker run of `live`
         self.frames: RecentMap = RecentMap(RECENT)  # frame id -> Frame message
         self.boxes: RecentMap = RecentMap(RECENT)  # (tracker run, frame id) -> {track id: box}
-        self.made = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
+        self.made = self.written = self.write_errors = self.stale = self.identity_views = self.identity_missed = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> SnapshotBook:
@@ -121,10 +124,8 @@ class SnapshotBook:
 
     def get(self, key: str) -> Snapshot | None:
         """The snapshot of the track `key` (track_key(run, id)), live or recently ended."""
-        best = self.live.get(key)
-        if best is not None:
-            return best.snapshot
-        return self.ended.get(key)
+        best = self.live.get(key) or self.ended.get(key)
+        return None if best is None else best.snapshot
 
     def remember(self, msg: Frame | Tracks) -> None:
         """Every Frame and Tracks message (skipped ones too): an identity view may name their frame."""
@@ -163,7 +164,9 @@ class SnapshotBook:
             if t.state != "confirmed":
                 continue
             key = track_key(tracks.run_id, t.id)
-            best = self.live.setdefault(key, _Best(tracks.t_capture))
+            best = self.live.get(key)
+            if best is None:  # new, or back after the tracker hid it: then it keeps its view and file
+                best = self.live[key] = self.ended.pop(key, None) or _Best(tracks.t_capture)
             if best.identity_quality > 0:
                 continue  # the identity service chooses this track's views now
             quality = view_quality(t, frame.width, frame.height)
@@ -189,9 +192,7 @@ class SnapshotBook:
 
     def _end_missing(self, present: set[str]) -> None:
         for key in [key for key in self.live if key not in present]:
-            best = self.live.pop(key)
-            if best.snapshot is not None:
-                self.ended.remember(key, best.snapshot)
+            self.ended.remember(key, self.live.pop(key))
 
     def _make(self, image: np.ndarray, frame: Frame, track_id: int, key: str, box: list[float], quality: float,
               best: _Best, scored_by: str) -> Snapshot | None:
@@ -213,9 +214,12 @@ class SnapshotBook:
     def _write(self, snapshot: Snapshot) -> None:
         tmp = snapshot.path.with_name(f".{snapshot.path.name}.{os.getpid()}.tmp")
         try:
+            if snapshot.path.exists() and snapshot.path.read_bytes() == snapshot.jpeg:
+                return  # another sink process of the stack wrote this very view
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(snapshot.jpeg)
             os.replace(tmp, snapshot.path)
+            self.written += 1
         except OSError as exc:
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 100 == 0:
@@ -223,7 +227,7 @@ class SnapshotBook:
             tmp.unlink(missing_ok=True)
 
     def stats(self) -> dict[str, float]:
-        return {"snapshots_made": self.made, "snapshot_write_errors": self.write_errors,
+        return {"snapshots_made": self.made, "snapshots_written": self.written, "snapshot_write_errors": self.write_errors,
                 "snapshot_stale": self.stale, "snapshot_identity_views": self.identity_views,
                 "snapshot_identity_missed": self.identity_missed}
 

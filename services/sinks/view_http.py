@@ -9,8 +9,10 @@ unless that view adds it too: the privacy view is an allow-list.
   /             the view's HTML page
   /stream.mjpg  multipart/x-mixed-replace JPEG frames (drawn by the view)
   /snapshot.jpg the newest frame
-  /tracks.json  the newest tracks (the recorder's JSONL record, as the view fills it in)
-  /healthz      200 while frames arrive, 503 before the first or after `sink.stale_s` without one
+  /tracks.json  the newest tracks (the recorder's JSONL record, as the view fills it in); none, with
+                "stale": true, once no tracks came for tracker.max_lost_s (the video stopped: `silence`)
+  /healthz      200 while frames arrive, 503 before the first, after `sink.stale_s` without one, or while
+                a stage that should run does not ("down": program -> why, from the watchdog: `set_down`)
   /metrics      every stage's newest metrics in Prometheus text format (prometheus.py)
 
 The server runs in its own threads (one per client); the bus loop only hands the newest
@@ -169,7 +171,7 @@ class ViewServer(GuardedServer):
 
 
 class VideoFeed:
-    """The newest frame and tracks, every stage's metrics, and the page: what any view shows."""
+    """The newest frame and tracks, every stage's metrics, the stages down, and the page: what any view shows."""
 
     def __init__(self, cfg: SinkConfig, metrics: StackMetrics, page: bytes):
         self.cfg = cfg
@@ -177,10 +179,20 @@ class VideoFeed:
         self.metrics_table = metrics
         self.page = page
         self.streams = 0
+        self.down: dict[str, str] = {}  # stages that should run and do not (read by /healthz)
         self._lock = threading.Lock()
 
     def put(self, image: np.ndarray, record: dict) -> None:
         self.latest.put(image, record)
+
+    def set_down(self, down: dict[str, str]) -> None:
+        """The watchdog's stages down (the view's `on_down`): /healthz is 503 while any is."""
+        self.down = down
+
+    def silence(self) -> None:
+        """No tracks for tracker.max_lost_s (the view's `on_silence`): /tracks.json stops serving the
+        last tracks as if they were there."""
+        self.latest.forget_tracks()
 
     def routes(self) -> Routes:
         return Routes(get={"/": self._page, "/index.html": self._page, "/stream.mjpg": self._stream,
@@ -223,10 +235,10 @@ class VideoFeed:
             req.send_json(HTTPStatus.OK, record)
 
     def _health(self, req: ViewHandler, _match) -> None:
-        age = self.latest.age_s()
-        ok = age is not None and age < self.cfg.stale_s
+        age, down = self.latest.age_s(), self.down
+        ok = age is not None and age < self.cfg.stale_s and not down
         req.send_json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                      {"ok": ok, "frame_age_s": age, "clients": self.streams})
+                      {"ok": ok, "frame_age_s": age, "down": down, "clients": self.streams})
 
     def _metrics(self, req: ViewHandler, _match) -> None:
         req.send(HTTPStatus.OK, PROMETHEUS_TYPE, self.metrics_table.render())

@@ -41,6 +41,11 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Release the source; safe to call twice."""
 
+    def lores(self) -> np.ndarray | None:
+        """A small BGR copy of the frame read last, scaled by the camera's ISP (the Pi camera's `lores`
+        stream), for the detector; None when the source has none."""
+        return None
+
     def rewind(self) -> None:
         """Start again from the first frame (files loop this way); reopening is the portable way."""
         self.close()

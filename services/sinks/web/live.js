@@ -67,6 +67,7 @@ function health(h) {
   const parts = h.stages.map(s => s.up
     ? `${text(s.service)} ${s.fps} fps ${s.p50_ms} ms` + (s.dropped ? ` (${s.dropped} dropped)` : "")
     : `<span class="down">${text(s.service)} down</span>`);
+  for (const [program, why] of Object.entries(h.down)) parts.unshift(`<span class="down">${text(program)} ${text(why)}</span>`);
   if (h.restarts !== undefined) parts.push(`restarts ${h.restarts}`);
   if (h.board && h.board.temp_c !== undefined) parts.push(`${h.board.temp_c.toFixed(0)} °C`);
   if (h.board && h.board.throttled_flags) parts.push(`<span class="down">throttled</span>`);

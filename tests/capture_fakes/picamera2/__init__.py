@@ -2,6 +2,8 @@
 
 It implements exactly the documented calls the capture adapter makes, and enforces the
 rules the real library has, so that breaking them fails a test:
+  * Picamera2.global_camera_info(): one dict per attached camera ("Model", "Location", "Rotation",
+    "Id", "Num"), as the real static method lists them; FAKE_PICAMERA2_CAMERAS cameras (default 1).
   * Picamera2(camera_num): IndexError for a camera that does not exist (the real one indexes
     global_camera_info()); RuntimeError if the camera is already open in this process.
   * create_video_configuration(main, lores, controls, ...): the documented defaults (main
@@ -27,7 +29,7 @@ import cv2
 import numpy as np
 
 STATE = {"created": 0, "open": set(), "requests": 0, "released": 0, "configs": [], "calls": []}
-CAMERAS = 1
+CAMERAS = int(os.environ.get("FAKE_PICAMERA2_CAMERAS", "1"))
 
 
 def reset() -> None:
@@ -70,6 +72,11 @@ class _Request:
 
 
 class Picamera2:
+    @staticmethod
+    def global_camera_info() -> list[dict]:
+        return [{"Model": "imx708", "Location": 2, "Rotation": 180, "Id": f"/base/axi/pcie@120000/rp1/i2c@{88000 + n}/imx708@1a",
+                 "Num": n} for n in range(CAMERAS)]
+
     def __init__(self, camera_num: int = 0):
         if camera_num >= CAMERAS:
             raise IndexError("list index out of range")
