@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "facetrack"
 RELOAD_CHECK_S = 1.0  # how often the authorized directory is looked at (a stat per file)
-HINT = "make keys with `facetrack keys new NAME --dir DIR` (README: Remote detector)"
+HINT = "make keys with `facetrack keys new NAME --dir DIR` (docs/security.md)"
 
 
 def key_path(path: str) -> Path:

@@ -1,4 +1,4 @@
-"""A third-party sink: raw pyzmq + msgpack + mmap, no facetrack code (README: Wire protocol).
+"""A third-party sink: raw pyzmq + msgpack + mmap, no facetrack code (docs/pipeline.md).
 
     python examples/minimal_sink.py [BUS (ipc://run/bus-sub.sock)] [SHM_DIR (/dev/shm)]
 Prints one JSON line per frame with its tracks: frame_id, source_pos, mean pixel value, tracks.

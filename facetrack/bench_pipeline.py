@@ -8,7 +8,8 @@ per-frame t_capture and t_sink), frames dropped on the way, and CPU % / RSS per 
 (psutil over the measured window), and how closely capture paced the file (`capture_pacing`:
 the t_capture rate against the rate it paced at, and its late frames: what the functional
 tests no longer assert). With `--faces` the JSON holds one such object per face
-count, and a markdown table of them goes to stderr.
+count, and a markdown table of them goes to stderr. `--markdown` prints markdown tables (with
+the command, the CPU and the date) instead of JSON.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import psutil
 
 from common.bus import Subscriber
 from common.messages import Frame, Metrics, Tracks
+from common.report import provenance, table
 from facetrack.stack import Stack
 from services.sinks.record_files import read_records
 from services.sources.composed_faces import MAX_FACES
@@ -143,6 +145,20 @@ def faces_table(results: list[dict]) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def stages_markdown(r: dict) -> str:
+    """Markdown for one run: a line of totals, then per process fps, stage time, CPU % and RSS."""
+    frames, lat = r["frames"], r["latency_capture_to_sink"]
+    names = sorted(set(r["cpu_percent"]) | set(r["fps"]))
+    rows = [(n, r["fps"].get(n), r["stage_ms"].get(n, {}).get("p50"), r["stage_ms"].get(n, {}).get("p99"),
+             r["cpu_percent"].get(n), r["rss_mb"].get(n)) for n in names]
+    return "\n".join([
+        f"`{r['source']}`, {r['frame'][1]}x{r['frame'][0]}, tracker {r['tracker']}, {r['seconds']:g} s: "
+        f"{frames['captured']} frames captured, {frames['dropped_before_tracker']} dropped before the tracker, "
+        f"{frames['dropped_before_sink']} before the recorder; {r['detector_calls']} detector calls; "
+        f"capture→sink p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", "",
+        table(["process", "fps", "stage ms p50", "stage ms p99", "CPU %", "RSS MB"], rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetrack bench pipeline", description=__doc__)
     parser.add_argument("--source", default="demo://")
@@ -154,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--tracker", default="kcf", choices=["kcf", "csrt", "mosse", "none"])
     parser.add_argument("--run-dir", type=Path, help="keep the run directory here (default: a temporary one)")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables (with command, CPU and date) instead of JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.faces:
-        print(json.dumps(_measure_in(args, args.run_dir)))
+        result = _measure_in(args, args.run_dir)
+        print(f"{stages_markdown(result)}\n\n{provenance(parser.prog, argv)}" if args.markdown else json.dumps(result))
         return 0
     by_faces = {}
     for count in args.faces:
@@ -165,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir / f"faces-{count}" if args.run_dir else None
         by_faces[count] = {"faces": count, **_measure_in(argparse.Namespace(**{**vars(args), "source": f"faces://{count}"}),
                                                           run_dir)}
+    if args.markdown:
+        print(f"{faces_table(list(by_faces.values()))}\n\n{provenance(parser.prog, argv)}")
+        return 0
     print(faces_table(list(by_faces.values())), file=sys.stderr)
     print(json.dumps({"by_faces": by_faces}))
     return 0

@@ -15,6 +15,7 @@ COMMANDS = {
     "enroll": ("facetrack.identity_cli:enroll_main", "enrol a person: enroll NAME IMAGE..."),
     "gallery": ("facetrack.identity_cli:gallery_main", "enrolled people: gallery list|remove NAME"),
     "sink": ("facetrack.sink_cli", "attach one more sink to a running stack: sink KIND [options]"),
+    "config-doc": ("common.config_doc", "the configuration reference, docs/configuration.md (--check: is it up to date)"),
     "monitor": ("facetrack.monitor", "live table of every stage's metrics (--json for scripts)"),
     "eval": ("facetrack.eval", "score the tracker on MOTChallenge sequences with TrackEval"),
     "events": ("facetrack.events", "every stack's MQTT events on the broker, one JSON object per line"),

@@ -28,6 +28,7 @@ from common.config import Config, IdentityConfig, load_config, replace
 from common.gallery import UNKNOWN, Snapshot
 from common.identities import IdentityBook
 from common.messages import Detections, Track, Tracks
+from common.report import provenance, table
 from common.tracking import BOARD_CORES, FrameDetections, StepClock, TrackManager
 from models.dataset import DATA_DIR
 from models.facerec.align import align
@@ -126,11 +127,29 @@ def replay(clips: dict[str, list[Step]], gallery: Snapshot, cfg: IdentityConfig,
     return out
 
 
+def markdown(result: dict) -> str:
+    """The result as a markdown table: one row per gallery x re-identification setting x clip."""
+    rows = []
+    for setting, out in result.items():
+        if not isinstance(out, dict):
+            continue
+        links = out["reid_links"]
+        for clip, _ in CLIPS:
+            s = out[clip]
+            rows.append((setting, clip, s["target_frames"], s["right_name_fraction"], s["wrong_name"],
+                         s["not_yet_named"], s["target_tracks"], f"{links['right']} / {links['wrong']}"))
+    return "\n".join([f"threshold {result['threshold']}, re-identification window {result['reid_window_s']} s; "
+                      f"{ENROLLED} enrolled from frames {', '.join(map(str, ENROL_FRAMES))} of {CLIPS[0][0]}", "",
+                      table(["gallery / re-id", "clip", "frames on the face", "named right (share)", "wrong name frames",
+                             "not yet named", "tracks on the face", "re-id links right / wrong"], rows, numeric_from=2)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack eval identity", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="stack config (default: $FACETRACK_CONFIG or configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--detector-backend", default="tvm")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     from models.facerec.runtime import load_embedder
@@ -163,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for reid in (False, True):
             icfg = replace(cfg.identity, reid=reid)
             result[f"{gname}/reid={'on' if reid else 'off'}"] = replay(clips, gallery, icfg, embed)
-    print(json.dumps(result))
+    print(f"{markdown(result)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(result))
     return 0
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.report import provenance, table
+
 from .dataset import DATA_DIR, Sample, datasets
 from .images import read_image
 from .build import parse_size
-from .runtime import Detections, load_detector
+from .runtime import Detections, ModelFileError, load_detector
 from .zoo import MODELS, thresholds
 
 log = logging.getLogger("facetrack.models.accuracy")
@@ -116,6 +118,29 @@ def run(detector, samples: list[Sample], native: bool = False) -> list[Detection
     return out
 
 
+def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per sequence and backend."""
+    rows = []
+    for name, entry in report["sequences"].items():
+        for backend, r in entry.items():
+            if backend.startswith("agreement_"):
+                continue
+            width = r["iou50_recall_by_width"]
+            rows.append((name, backend, r["frames"], r["gt"], r["iou50"]["precision"], r["iou50"]["recall"],
+                         *(width[b]["recall"] for b in SIZE_BUCKETS), r["centre_in_gt"]["precision"],
+                         r["centre_in_gt"]["recall"], r["best_iou"]["p50"]))
+    agree = [f"{name}: {k.removeprefix('agreement_').replace('_vs_', ' vs ')} differ in the face count on "
+             f"{a['count_mismatch_frames']} of {a['frames']} frames, boxes by up to {a['max_box_diff_px']} px"
+             for name, entry in report["sequences"].items() for k, a in entry.items() if k.startswith("agreement_")]
+    frames = "every frame" if report["every"] == 1 else f"every {report['every']}th frame"
+    return "\n".join([f"detector `{report['variant']}` at {report['input_size']}, score ≥ {report['score_threshold']}, "
+                      f"NMS IoU {report['nms_iou']}, {frames} of the clips, every image of WIDER", "",
+                      table(["sequence", "backend", "frames", "faces", "precision", "recall",
+                             "recall < 20 px", "recall 20–50 px", "recall > 50 px", "centre-in-box precision",
+                             "centre-in-box recall", "median best IoU"], rows, numeric_from=2),
+                      *(["", *(f"- {line}" for line in agree)] if agree else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack eval-detector", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=list(MODELS), default="full")
@@ -128,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         "native: every image at its own size (torch backend), as libfacedetection runs")
     p.add_argument("--nms-iou", type=float, help="default: the model's own")
     p.add_argument("--only", help="comma list of sequences (default: all)")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     backends = [b for b in args.backends.split(",") if b]
@@ -135,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     if native and backends != ["torch"]:
         p.error("--input-size native runs eager PyTorch only: add --backends torch")
     size = None if args.input_size in (None, "native") else parse_size(args.input_size)
-    detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
-                                  input_size=size) for b in backends}
+    try:
+        detectors = {b: load_detector(args.variant, b, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                                      input_size=size) for b in backends}
+    except (ModelFileError, ValueError) as exc:  # one line: a model not built, truncated, or an unknown backend
+        log.error("cannot load the detector: %s", exc)
+        return 1
     score_threshold, nms_iou = thresholds(args.variant, args.score_threshold, args.nms_iou)
-    report = {"variant": args.variant, "score_threshold": score_threshold, "nms_iou": nms_iou,
+    report = {"variant": args.variant, "score_threshold": score_threshold, "nms_iou": nms_iou, "every": args.every,
               "input_size": args.input_size or "x".join(map(str, MODELS[args.variant].input_size)), "sequences": {}}
     only = set(args.only.split(",")) if args.only else None
     for name, samples in datasets(args.data_dir).items():
@@ -151,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["agreement_" + "_vs_".join(backends[:2])] = agreement(found[backends[0]], found[backends[1]])
         report["sequences"][name] = entry
         log.info("%s: %s", name, json.dumps(entry[backends[0]]))
-    print(json.dumps(report))
+    print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 
 

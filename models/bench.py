@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.report import provenance
+from common.report import table as md_table
+
 from .build import BUILD_DIR, Builder, tuning_db_path
 from .cpu import describe
 from .dataset import DATA_DIR
@@ -140,6 +143,17 @@ def table(times: dict[str, list[float]], reference: str = "litert_xnnpack", eage
             for n, t in times.items()]
 
 
+def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per backend."""
+    ref = report["reference"]
+    rows = [(r["backend"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", r[f"p50_over_{ref}"], r["speedup_vs_eager"])
+            for r in sorted(report["results"], key=lambda r: r["p50_ms"])]
+    return "\n".join([f"{report['model']}, {report['input'][0]}x{report['input'][1]}, {report['threads']} thread(s), "
+                      f"{report['rounds']} interleaved rounds on one real frame; LLVM CPU `{report['cpu']['llvm_mcpu']}`", "",
+                      md_table(["backend", "p50 ms", "p99 ms", f"p50 / {ref}", "speed-up vs eager"], rows), "",
+                      f"`backend: auto` runs {report['auto']['backend']} here: {report['auto']['why']}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack bench detector", description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=VARIANTS, default="full")
@@ -148,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame", type=Path, help=f"image to run on (default {DEFAULT_FRAME} in the data dir)")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import cv2
@@ -167,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     from .auto import choose
 
     auto, why = choose(args.build_dir / args.variant)  # what `backend: auto` runs here, from `make model`'s timing
-    print(json.dumps({"model": MODEL_NAME[args.variant], "input": [x.shape[2], x.shape[1]], "threads": args.threads,
-                      "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
-                      "reference": reference, "results": table(times, reference),
-                      "auto": {"backend": auto, "why": why}}))
+    report = {"model": MODEL_NAME[args.variant], "input": [x.shape[2], x.shape[1]], "threads": args.threads,
+              "cpu": describe(), "frame": str(frame_path), "rounds": args.rounds,
+              "reference": reference, "results": table(times, reference),
+              "auto": {"backend": auto, "why": why}}
+    print(f"{markdown(report)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(report))
     return 0
 
 

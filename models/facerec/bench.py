@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.report import provenance, table
 from models.build import BUILD_DIR
 
 from .build import build
@@ -58,6 +59,15 @@ def run(runs: int, warmup: int, threads: int, build_dir: Path, backends: list[st
             "machine": platform.machine(), "cpus": os.cpu_count(), "backends": results}
 
 
+def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per backend."""
+    rows = [(name, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_abs_diff_vs_torch']:.1e}")
+            for name, r in report["backends"].items()]
+    return "\n".join([f"{report['model']}, input {'x'.join(map(str, report['input']))}, {report['threads']} thread(s), "
+                      f"{report['runs']} runs after {report['warmup']} warm-up; TVM build tuned: {report['tvm_tuned']}", "",
+                      table(["backend", "p50 ms", "p99 ms", "max abs diff vs eager PyTorch"], rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facetrack bench identity", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=30)
@@ -65,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma list of {','.join(BACKENDS)}")
     p.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (with command, CPU and date) instead of JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     backends = [b for b in args.backends.split(",") if b]
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmbedderError as e:
         log.error("%s", e)
         return 1
-    print(json.dumps(result))
+    print(f"{markdown(result)}\n\n{provenance(p.prog, argv)}" if args.markdown else json.dumps(result))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The MQTT topics of one stack (README: MQTT events), in one place for the sink, HA discovery and tests."""
+"""The MQTT topics of one stack (docs/integrations.md), in one place for the sink, HA discovery and tests."""
 
 
 def status_topic(prefix: str, stack: str) -> str:
