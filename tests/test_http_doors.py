@@ -21,6 +21,7 @@ import pytest
 
 from common.config import HttpConfig
 from common.http_access import hash_password, is_loopback, load_entries
+from cdp_support import Browser
 from common.service import InputError
 from needs import tool
 from services.sinks.drawing import track_colour
@@ -431,8 +432,7 @@ def match_image(shot, image) -> float:
 
 def test_browser_gets_401_without_credentials_and_the_stream_with_them(stack, secrets_dir, chromium_problem):  # noqa: F811
     """Headless Chromium: the page alone is refused (401; headless shows nothing, it has no dialog to
-    ask); with the credentials in the URL it authenticates once and the page's stream and table
-    load with them."""
+    ask); with the credentials the page's stream and tracks table load."""
     if chromium_problem:
         pytest.fail(chromium_problem)
     sink, port = guarded_sink(stack, secrets_dir, host="127.0.0.1")  # credentials set: required on loopback too
@@ -441,12 +441,24 @@ def test_browser_gets_401_without_credentials_and_the_stream_with_them(stack, se
     with stack.publishing(fps=30, pos=POS):
         refused = chromium(stack.tmp, "--dump-dom", f"http://127.0.0.1:{port}/").stdout
         sink.wait_log(r"not authorised for '/'")  # Chromium was answered 401 (headless has no dialog to ask)
-        shot = screenshot(f"http://{USER}:{urllib.parse.quote(PASSWORD)}@127.0.0.1:{port}/", stack.tmp)
+        # With the credentials (sent by the browser with every request: the page, its stream, its
+        # script's fetches and event stream), the shot is taken once the page's script has filled
+        # the tracks table (waited for, not a fixed time).
+        browser = Browser(stack.tmp, size=(1000, 800))
+        try:
+            browser.headers({"Authorization": good})
+            browser.go(f"http://127.0.0.1:{port}/")
+            browser.wait("!!document.querySelector('#tracks tr .swatch')", 60, "track 1 in the page's tracks table")
+            browser.wait("document.getElementById('video')?.naturalWidth", 60, "the stream on the page")
+            browser.screenshot(stack.tmp / "doors-page.png")
+        finally:
+            browser.close()
+    shot = cv2.imread(str(stack.tmp / "doors-page.png"))
     frame = stack.images[POS]
-    match = lambda image: match_image(image, frame)  # noqa: E731
     assert 'id="video"' not in refused and "tracks.json" not in refused, refused[-500:]  # no page, no stream
-    assert match(shot) > 0.8, f"the stream is not on the page (best match {match(shot):.2f})"
-    below = shot[frame.shape[0]:]  # the tracks table, filled by the page's script with the same credentials
+    _, best, _, (_, oy) = cv2.minMaxLoc(cv2.matchTemplate(shot, frame, cv2.TM_CCOEFF_NORMED))
+    assert best > 0.8, f"the stream is not on the page (best match {best:.2f})"
+    below = shot[oy + frame.shape[0]:]  # the tracks table, filled by the page's script with the same credentials
     assert (colour_distance(below, track_colour(1)) < 40).sum() >= 50, "the tracks table shows no track 1"
 
     # Track 1's face snapshot: refused without credentials, shown with them (Chromium renders the JPEG).
