@@ -36,12 +36,20 @@ def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict:
     """Model name and the ISA flags above, from the first processor entry of /proc/cpuinfo."""
     name, flags = _read(path)
     return {"model_name": name, "machine": platform.machine(),
-            "isa": [f for f in ISA_FLAGS if f in flags]}
+            "isa": [f for f in ISA_FLAGS if f in (flags or ())]}
 
 
-def _read(path: Path) -> tuple[str, set[str]]:
-    """(model name, all flags) of the first processor entry of /proc/cpuinfo."""
-    name, flags = platform.processor() or platform.machine(), set[str]()
+# The /proc/cpuinfo key that lists the ISA flags on each architecture.
+_FLAGS_KEY = {"x86_64": "flags", "i686": "flags", "aarch64": "features", "armv7l": "features"}
+
+
+def _read(path: Path) -> tuple[str, set[str] | None]:
+    """(model name, all flags) of the first processor entry of /proc/cpuinfo. Flags are None
+    when the file does not describe this machine's architecture: an emulated userland
+    (qemu-user) sees the host's /proc, x86 flags under an aarch64 userland, which say nothing
+    of what the emulated CPU runs."""
+    name, flags = platform.processor() or platform.machine(), None
+    wanted = _FLAGS_KEY.get(platform.machine())
     try:
         text = path.read_text()
     except OSError:
@@ -51,7 +59,7 @@ def _read(path: Path) -> tuple[str, set[str]]:
         key = key.strip().lower()
         if key == "model name" and name in (platform.processor(), platform.machine()):
             name = value.strip()
-        elif key in ("flags", "features") and not flags:
+        elif key == wanted and flags is None:
             flags = set(value.split())
     return name, flags
 
@@ -100,6 +108,8 @@ def lacks(record: dict, cpuinfo_path: Path = Path("/proc/cpuinfo")) -> list[str]
     if record.get("arch", platform.machine()) != platform.machine():
         return [f"an {record['arch']} CPU (this one is {platform.machine()})"]
     flags = _read(cpuinfo_path)[1]
+    if flags is None:  # this CPU's flags are unknown here: nothing to refuse on
+        return []
     return [f for f in record.get("needs", []) if f not in flags]
 
 

@@ -101,3 +101,22 @@ def test_the_manifest_is_replaced_in_one_step(tmp_path):
     assert read_manifest(path) == {"new": {"key": "k"}}
     assert path.stat().st_ino != inode  # a new file renamed over the old, never the old one rewritten
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_a_cpuinfo_of_another_architecture_refuses_nothing(tmp_path):
+    """Under qemu-user (make check-pi) the emulated userland reads the host's /proc/cpuinfo: x86
+    flags under an aarch64 userland say nothing of the emulated CPU, so they must not refuse the
+    library (they did: 'this CPU lacks asimd'). A cpuinfo of this machine's own kind still judges."""
+    import platform
+
+    from models.cpu import lacks
+
+    record = {"mcpu": "future-cpu", "arch": platform.machine(), "needs": ["sse4_2", "no_such_flag"]}
+    arm = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm asimddp sse4_2\n"
+    x86 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse4_2 avx2\n"
+    on_arm = platform.machine() == "aarch64"
+    foreign, own = tmp_path / "foreign", tmp_path / "own"
+    foreign.write_text(x86 if on_arm else arm)
+    own.write_text(arm if on_arm else x86)
+    assert lacks(record, foreign) == []
+    assert lacks(record, own) == ["no_such_flag"]
